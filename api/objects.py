@@ -1,0 +1,337 @@
+"""Cluster objects, mirroring the Docker Engine API's swarm definitions (v1.41).
+
+Field meanings follow `ServiceSpec`, `TaskSpec`, `Task`, `Node` and `Swarm` of the Docker API;
+names are snake_case here and PascalCase on the wire (see `api.codec`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+SECOND = 1_000_000_000  # durations are nanoseconds, as in the Docker API
+
+
+@dataclass
+class Version:
+    index: int = 0
+
+
+@dataclass
+class Platform:
+    architecture: str = ""
+    os: str = ""
+
+
+# --- services -----------------------------------------------------------------------------
+
+
+@dataclass
+class Mount:
+    type: str = "volume"  # bind | volume | tmpfs
+    source: str = ""
+    target: str = ""
+    read_only: bool = False
+
+
+@dataclass
+class ContainerSpec:
+    image: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)  # replaces the image's entrypoint
+    args: list[str] = field(default_factory=list)  # replaces the image's cmd
+    hostname: str = ""
+    env: list[str] = field(default_factory=list)
+    dir: str = ""
+    user: str = ""
+    groups: list[str] = field(default_factory=list)
+    tty: bool = False
+    open_stdin: bool = False
+    read_only: bool = False
+    mounts: list[Mount] = field(default_factory=list)
+    stop_signal: str = ""
+    stop_grace_period: Optional[int] = None  # ns; default 10 s
+    init: Optional[bool] = None
+
+
+@dataclass
+class Limit:
+    nano_cpus: int = 0
+    memory_bytes: int = 0
+    pids: int = 0
+
+
+@dataclass
+class Resources:
+    nano_cpus: int = 0
+    memory_bytes: int = 0
+
+
+@dataclass
+class ResourceRequirements:
+    limits: Optional[Limit] = None
+    reservations: Optional[Resources] = None
+
+
+@dataclass
+class RestartPolicy:
+    condition: str = "any"  # none | on-failure | any
+    delay: Optional[int] = None  # ns; Swarm's default is 5 s
+    max_attempts: int = 0  # 0 = unlimited
+    window: int = 0  # ns
+
+
+@dataclass
+class PlacementPreference:
+    spread: dict[str, str] = field(default_factory=dict)  # {"SpreadDescriptor": "node.labels.zone"}
+
+
+@dataclass
+class Placement:
+    constraints: list[str] = field(default_factory=list)
+    preferences: list[dict[str, Any]] = field(default_factory=list)
+    max_replicas: int = 0
+    platforms: list[Platform] = field(default_factory=list)
+
+
+@dataclass
+class NetworkAttachmentConfig:
+    target: str = ""
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskSpec:
+    container_spec: ContainerSpec = field(default_factory=ContainerSpec)
+    resources: Optional[ResourceRequirements] = None
+    restart_policy: Optional[RestartPolicy] = None
+    placement: Optional[Placement] = None
+    networks: list[NetworkAttachmentConfig] = field(default_factory=list)
+    force_update: int = 0
+
+
+@dataclass
+class ReplicatedService:
+    replicas: int = 1
+
+
+@dataclass
+class GlobalService:
+    pass
+
+
+@dataclass
+class ServiceMode:
+    replicated: Optional[ReplicatedService] = None
+    global_: Optional[GlobalService] = None
+
+
+@dataclass
+class UpdateConfig:
+    parallelism: int = 1
+    delay: int = 0
+    failure_action: str = "pause"
+    monitor: int = 5 * SECOND
+    max_failure_ratio: float = 0.0
+    order: str = "stop-first"
+
+
+@dataclass
+class PortConfig:
+    name: str = ""
+    protocol: str = "tcp"
+    target_port: int = 0
+    published_port: int = 0
+    publish_mode: str = "ingress"
+
+
+@dataclass
+class EndpointSpec:
+    mode: str = "vip"
+    ports: list[PortConfig] = field(default_factory=list)
+
+
+@dataclass
+class ServiceSpec:
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    task_template: TaskSpec = field(default_factory=TaskSpec)
+    mode: ServiceMode = field(default_factory=ServiceMode)
+    update_config: Optional[UpdateConfig] = None
+    rollback_config: Optional[UpdateConfig] = None
+    networks: list[NetworkAttachmentConfig] = field(default_factory=list)
+    endpoint_spec: Optional[EndpointSpec] = None
+
+
+@dataclass
+class UpdateStatus:
+    state: str = ""
+    started_at: str = ""
+    completed_at: str = ""
+    message: str = ""
+
+
+@dataclass
+class Service:
+    id: str = ""
+    version: Version = field(default_factory=Version)
+    created_at: str = ""
+    updated_at: str = ""
+    spec: ServiceSpec = field(default_factory=ServiceSpec)
+    previous_spec: Optional[ServiceSpec] = None
+    update_status: Optional[UpdateStatus] = None
+
+
+# --- tasks --------------------------------------------------------------------------------
+
+# Task states in order; a task's state only ever moves forward through this list.
+TASK_STATES = [
+    "new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
+    "complete", "shutdown", "failed", "rejected", "remove", "orphaned",
+]
+_STATE_RANK = {s: i for i, s in enumerate(TASK_STATES)}
+TERMINAL_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+
+
+def state_rank(state: str) -> int:
+    return _STATE_RANK[state]
+
+
+def is_terminal(state: str) -> bool:
+    return state in TERMINAL_STATES
+
+
+@dataclass
+class ContainerStatus:
+    container_id: str = ""
+    pid: int = 0
+    exit_code: Optional[int] = None
+
+
+@dataclass
+class TaskStatus:
+    timestamp: str = ""
+    state: str = "new"
+    message: str = ""
+    err: str = ""
+    container_status: Optional[ContainerStatus] = None
+
+
+@dataclass
+class Task:
+    id: str = ""
+    version: Version = field(default_factory=Version)
+    created_at: str = ""
+    updated_at: str = ""
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    spec: TaskSpec = field(default_factory=TaskSpec)
+    spec_version: Optional[Version] = None
+    service_id: str = ""
+    slot: int = 0
+    node_id: str = ""
+    status: TaskStatus = field(default_factory=TaskStatus)
+    desired_state: str = "running"
+
+
+# --- nodes --------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeSpec:
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    role: str = "worker"  # worker | manager
+    availability: str = "active"  # active | pause | drain
+
+
+@dataclass
+class EngineDescription:
+    engine_version: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class NodeDescription:
+    hostname: str = ""
+    platform: Platform = field(default_factory=Platform)
+    resources: Resources = field(default_factory=Resources)
+    engine: EngineDescription = field(default_factory=EngineDescription)
+
+
+@dataclass
+class NodeStatus:
+    state: str = "unknown"  # unknown | down | ready | disconnected
+    message: str = ""
+    addr: str = ""
+
+
+@dataclass
+class ManagerStatus:
+    leader: bool = False
+    reachability: str = "unknown"  # unknown | unreachable | reachable
+    addr: str = ""
+
+
+@dataclass
+class Node:
+    id: str = ""
+    version: Version = field(default_factory=Version)
+    created_at: str = ""
+    updated_at: str = ""
+    spec: NodeSpec = field(default_factory=NodeSpec)
+    description: NodeDescription = field(default_factory=NodeDescription)
+    status: NodeStatus = field(default_factory=NodeStatus)
+    manager_status: Optional[ManagerStatus] = None
+
+
+# --- cluster ------------------------------------------------------------------------------
+
+
+@dataclass
+class OrchestrationConfig:
+    task_history_retention_limit: int = 5
+
+
+@dataclass
+class DispatcherConfig:
+    heartbeat_period: int = 5 * SECOND
+
+
+@dataclass
+class CAConfig:
+    node_cert_expiry: int = 90 * 24 * 3600 * SECOND
+
+
+@dataclass
+class SwarmSpec:
+    name: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
+    dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
+    ca_config: CAConfig = field(default_factory=CAConfig)
+
+
+@dataclass
+class JoinTokens:
+    worker: str = ""
+    manager: str = ""
+
+
+@dataclass
+class Cluster:
+    id: str = ""
+    version: Version = field(default_factory=Version)
+    created_at: str = ""
+    updated_at: str = ""
+    spec: SwarmSpec = field(default_factory=SwarmSpec)
+    join_tokens: JoinTokens = field(default_factory=JoinTokens)
+    root_ca_digest: str = ""
+
+
+# The tables of the replicated store, by kind.
+KINDS: dict[str, type] = {
+    "cluster": Cluster,
+    "node": Node,
+    "service": Service,
+    "task": Task,
+}

@@ -1,0 +1,92 @@
+import itertools
+
+from api.ids import timestamp
+from api.objects import (ReplicatedService, RestartPolicy, SECOND, Service, ServiceMode, ServiceSpec, Task,
+                         TaskSpec, TaskStatus)
+from manager.orchestrator.replicated import reconcile_removed, reconcile_replicated
+
+NOW = 1_800_000_000.0
+
+
+def ids():
+    c = itertools.count(1)
+    return lambda: f"t{next(c)}"
+
+
+def service(replicas=3, policy=None):
+    return Service(id="s", spec=ServiceSpec(name="web", mode=ServiceMode(replicated=ReplicatedService(replicas)),
+                                            task_template=TaskSpec(restart_policy=policy)))
+
+
+def task(tid, slot, state="running", desired="running", at=NOW - 100):
+    return Task(id=tid, service_id="s", slot=slot, node_id="n", desired_state=desired, created_at=timestamp(at),
+                status=TaskStatus(state=state, timestamp=timestamp(at)))
+
+
+def creates(plan):
+    return [a.obj for a in plan.actions if a.op == "create"]
+
+
+def test_creates_missing_slots():
+    plan = reconcile_replicated(service(3), [task("a", 1)], NOW, ids())
+    assert sorted(t.slot for t in creates(plan)) == [2, 3]
+    assert all(t.desired_state == "running" and t.status.state == "new" for t in creates(plan))
+
+
+def test_scale_down_removes_highest_slots():
+    tasks = [task(f"x{i}", i) for i in range(1, 6)]
+    plan = reconcile_replicated(service(2), tasks, NOW, ids())
+    stopped = sorted(a.id for a in plan.actions if a.op == "task_desired" and a.obj == "shutdown")
+    assert stopped == ["x3", "x4", "x5"]
+
+
+def test_failed_task_is_replaced_in_same_slot_after_delay():
+    tasks = [task("a", 1), task("b", 2, state="failed")]
+    plan = reconcile_replicated(service(2), tasks, NOW, ids())
+    assert [a.id for a in plan.actions if a.op == "task_desired"] == ["b"]
+    (new,) = creates(plan)
+    assert new.slot == 2 and new.desired_state == "ready"
+    assert plan.wake_at == NOW + 5
+    # once the delay has passed the replacement is promoted to running
+    new.created_at = timestamp(NOW - 6)
+    tasks = [task("a", 1), task("b", 2, state="failed", desired="shutdown"), new]
+    plan = reconcile_replicated(service(2), tasks, NOW, ids())
+    assert [(a.op, a.id, a.obj) for a in plan.actions] == [("task_desired", new.id, "running")]
+
+
+def test_restart_condition_none_leaves_slot_down():
+    tasks = [task("a", 1, state="complete")]
+    plan = reconcile_replicated(service(1, RestartPolicy(condition="none")), tasks, NOW, ids())
+    assert plan.actions == []
+
+
+def test_on_failure_does_not_restart_completed():
+    pol = RestartPolicy(condition="on-failure", delay=0)
+    assert creates(reconcile_replicated(service(1, pol), [task("a", 1, state="complete")], NOW, ids())) == []
+    assert len(creates(reconcile_replicated(service(1, pol), [task("a", 1, state="failed")], NOW, ids()))) == 1
+
+
+def test_max_attempts():
+    pol = RestartPolicy(condition="any", delay=0, max_attempts=2)
+    history = [task("a", 1, state="failed", desired="shutdown"), task("b", 1, state="failed", desired="shutdown"),
+               task("c", 1, state="failed")]
+    assert creates(reconcile_replicated(service(1, pol), history, NOW, ids())) == []
+
+
+def test_history_is_capped():
+    history = [task(f"h{i}", 1, state="failed", desired="shutdown", at=NOW - 100 + i) for i in range(8)]
+    history.append(task("live", 1))
+    plan = reconcile_replicated(service(1), history, NOW, ids(), history_limit=5)
+    deleted = sorted(a.id for a in plan.actions if a.op == "delete")
+    assert deleted == ["h0", "h1", "h2"]
+
+
+def test_converged_service_needs_nothing():
+    tasks = [task("a", 1), task("b", 2), task("c", 3)]
+    plan = reconcile_replicated(service(3), tasks, NOW, ids())
+    assert plan.actions == [] and plan.wake_at is None
+
+
+def test_removed_service_tasks_are_stopped_then_deleted():
+    plan = reconcile_removed([task("a", 1), task("b", 2, state="shutdown", desired="remove")], NOW)
+    assert [(a.op, a.id) for a in plan.actions] == [("task_desired", "a"), ("delete", "b")]
