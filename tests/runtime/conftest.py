@@ -1,0 +1,96 @@
+"""Fixtures for runtime tests: a busybox image in a temporary store, a Runtime on a unique
+cgroup parent, and cleanup of every container, mount and cgroup even when a test fails."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+IS_ROOT = os.geteuid() == 0
+
+
+@dataclass
+class BusyboxImage:
+    layers: list[Path]
+    env: list[str]
+    image_id: str
+
+
+@pytest.fixture(scope="session")
+def cgroup_parent():
+    from worker.runtime.cgroups import detect_layout
+    name = f"shoal-test-{os.getpid()}"
+    yield name
+    layout = detect_layout()
+    mounts = [layout.unified] if layout.version == 2 else list(dict.fromkeys(layout.v1.values()))
+    for mount in mounts:
+        parent = Path(mount) / name
+        if not parent.is_dir():
+            continue
+        for child in parent.iterdir():
+            if child.is_dir():
+                for pid in (child / "cgroup.procs").read_text().split():
+                    try:
+                        os.kill(int(pid), 9)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    child.rmdir()
+                except OSError:
+                    pass
+        try:
+            parent.rmdir()
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def busybox(tmp_path_factory) -> BusyboxImage:
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    from worker.images import ImageStore
+    work = tmp_path_factory.mktemp("busybox")
+    tar = work / "busybox.tar"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "make-busybox-image.py"), str(tar)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, f"{proc.stderr} (needs: apt-get install busybox-static)"
+    store = ImageStore(work / "images")
+    image = store.import_rootfs(tar, "busybox")
+    return BusyboxImage(store.layer_dirs(image), image.config["config"]["Env"], image.id)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path) + "/"
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount_point = line.split()[4]
+        if mount_point.startswith(prefix):
+            found.append(mount_point)
+    return found
+
+
+@pytest.fixture
+def runtime(tmp_path, cgroup_parent):
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    from worker.runtime import Runtime
+    from worker.runtime import linux
+    root = tmp_path / "containers"
+    rt = Runtime(root, cgroup_parent=cgroup_parent)
+    try:
+        yield rt
+    finally:
+        for st in Runtime(root, cgroup_parent=cgroup_parent).list():
+            try:
+                rt.delete(st.id, force=True)
+            except Exception:  # noqa: BLE001 - keep cleaning
+                pass
+        for mount_point in reversed(_mounts_under(root)):
+            linux.umount2(mount_point, linux.MNT_DETACH)
+        shutil.rmtree(root, ignore_errors=True)
