@@ -19,7 +19,7 @@ T = TypeVar("T")
 _ACRONYMS = {
     "id": "ID", "ids": "IDs", "ip": "IP", "ips": "IPs", "cpus": "CPUs", "os": "OS", "ca": "CA",
     "tls": "TLS", "url": "URL", "dns": "DNS", "vip": "VIP", "vips": "VIPs", "tty": "TTY",
-    "uid": "UID", "gid": "GID", "cpu": "CPU", "ipam": "IPAM", "csr": "CSR", "vni": "VNI",
+    "uid": "UID", "gid": "GID", "pid": "PID", "cpu": "CPU", "ipam": "IPAM", "csr": "CSR", "vni": "VNI",
 }
 
 

@@ -66,47 +66,63 @@ def new_task(service: Service, slot: int, task_id: str, now: float, desired: str
     )
 
 
+def restart_delay_s(service: Service) -> float:
+    policy = restart_policy(service)
+    return (policy.delay if policy.delay is not None else DEFAULT_RESTART_DELAY) / SECOND
+
+
+def reconcile_slot(service: Service, history: list[Task], now: float, new_id: Callable[[], str], plan: Plan,
+                   slot: int = 0, node_id: str = "", down_nodes: frozenset[str] = frozenset()) -> bool:
+    """Restart handling for one slot (a slot number, or a node for global services).
+    Returns whether the slot is occupied: it has a task that runs or is meant to.
+    A task on a node that is down is moved: shut down (the node stops it when it returns)
+    and replaced at once elsewhere."""
+    policy = restart_policy(service)
+    delay = restart_delay_s(service)
+    active = [t for t in history if t.desired_state in ACTIVE_DESIRED]
+    if not active:
+        return False
+    stranded = [t for t in active if t.node_id in down_nodes and not is_terminal(t.status.state)]
+    live = [t for t in active if not is_terminal(t.status.state) and t not in stranded]
+    ended = [t for t in active if is_terminal(t.status.state)]
+    for t in stranded:
+        plan.actions.append(Action("task_desired", "task", "shutdown", t.id))
+        if not live:
+            replacement = new_task(service, slot, new_id(), now, node_id=node_id)
+            plan.actions.append(Action("create", "task", replacement))
+            live.append(replacement)
+    for t in ended:
+        if should_restart(policy, t, history, now):
+            plan.actions.append(Action("task_desired", "task", "shutdown", t.id))
+            if not live:
+                replacement = new_task(service, slot, new_id(), now, desired="ready", node_id=node_id)
+                plan.actions.append(Action("create", "task", replacement))
+                plan.wake(now + delay)
+                live.append(replacement)
+        # otherwise the ended task keeps its slot, as Swarm leaves a slot whose policy says no restart
+    for t in live:
+        if t.desired_state == "ready" and _created(t) + delay <= now:
+            plan.actions.append(Action("task_desired", "task", "running", t.id))
+        elif t.desired_state == "ready":
+            plan.wake(_created(t) + delay)
+    return True
+
+
 def reconcile_replicated(service: Service, tasks: list[Task], now: float,
-                         new_id: Callable[[], str], history_limit: int = 5) -> Plan:
+                         new_id: Callable[[], str], history_limit: int = 5,
+                         down_nodes: frozenset[str] = frozenset()) -> Plan:
     plan = Plan()
     replicas = service.spec.mode.replicated.replicas if service.spec.mode.replicated else 0
-    policy = restart_policy(service)
-    delay = (policy.delay if policy.delay is not None else DEFAULT_RESTART_DELAY) / SECOND
-
     slots: dict[int, list[Task]] = {}
     for t in tasks:
         slots.setdefault(t.slot, []).append(t)
 
-    active_slots: list[int] = []
-    for slot, history in sorted(slots.items()):
-        active = [t for t in history if t.desired_state in ACTIVE_DESIRED]
-        if not active:
-            continue
-        live = [t for t in active if not is_terminal(t.status.state)]
-        ended = [t for t in active if is_terminal(t.status.state)]
-        occupied = bool(live)
-        for t in ended:
-            if should_restart(policy, t, history, now):
-                plan.actions.append(Action("task_desired", "task", "shutdown", t.id))
-                if not live:
-                    replacement = new_task(service, slot, new_id(), now, desired="ready")
-                    plan.actions.append(Action("create", "task", replacement))
-                    plan.wake(now + delay)
-                    live.append(replacement)
-                occupied = True
-            else:
-                occupied = True  # stays down, as Swarm leaves a slot whose policy says no restart
-        for t in live:
-            if t.desired_state == "ready" and t.id and _created(t) + delay <= now:
-                plan.actions.append(Action("task_desired", "task", "running", t.id))
-            elif t.desired_state == "ready":
-                plan.wake(_created(t) + delay)
-        if occupied:
-            active_slots.append(slot)
+    active_slots = [slot for slot, history in sorted(slots.items())
+                    if reconcile_slot(service, history, now, new_id, plan, slot=slot, down_nodes=down_nodes)]
 
     # Scale: fill the lowest free slot numbers, remove the highest.
     if len(active_slots) < replicas:
-        used = set(slots)
+        used = set(active_slots)
         free = (n for n in range(1, replicas + len(used) + 1) if n not in used)
         for _ in range(replicas - len(active_slots)):
             plan.actions.append(Action("create", "task", new_task(service, next(free), new_id(), now)))
@@ -157,3 +173,10 @@ def reconcile_removed(tasks: list[Task], now: float) -> Plan:
             plan.actions.append(Action("delete", "task", None, t.id))
     plan.actions.extend(_settle_unassigned_shutdowns(tasks, now))
     return plan
+
+
+def orphan_actions(tasks: list[Task], known_nodes: set[str], now: float) -> list[Action]:
+    """Tasks left on a node that was removed from the cluster can never report again."""
+    return [Action("task_status", "task", TaskStatus(timestamp=timestamp(now), state="orphaned",
+                                                     message="node removed from the cluster"), t.id)
+            for t in tasks if t.node_id and t.node_id not in known_nodes and not is_terminal(t.status.state)]

@@ -90,3 +90,33 @@ def test_converged_service_needs_nothing():
 def test_removed_service_tasks_are_stopped_then_deleted():
     plan = reconcile_removed([task("a", 1), task("b", 2, state="shutdown", desired="remove")], NOW)
     assert [(a.op, a.id) for a in plan.actions] == [("task_desired", "a"), ("delete", "b")]
+
+
+def gservice():
+    from api.objects import GlobalService
+    return Service(id="s", spec=ServiceSpec(name="g", mode=ServiceMode(global_=GlobalService())))
+
+
+def gnode(nid, availability="active"):
+    from api.objects import Node, NodeSpec
+    return Node(id=nid, spec=NodeSpec(availability=availability))
+
+
+def test_global_one_task_per_eligible_node():
+    from manager.orchestrator.global_ import reconcile_global
+    nodes = [gnode("n1"), gnode("n2"), gnode("n3", "drain"), gnode("n4", "pause")]
+    existing = [Task(id="a", service_id="s", node_id="n1", status=TaskStatus(state="running")),
+                Task(id="b", service_id="s", node_id="n3", status=TaskStatus(state="running")),
+                Task(id="c", service_id="s", node_id="gone", status=TaskStatus(state="running"))]
+    plan = reconcile_global(gservice(), existing, nodes, NOW, ids(), lambda n: n.spec.availability != "drain")
+    assert sorted(t.node_id for t in creates(plan)) == ["n2"]
+    assert sorted(a.id for a in plan.actions if a.op == "task_desired") == ["b", "c"]
+
+
+def test_tasks_on_down_node_are_moved_at_once():
+    tasks = [task("a", 1), Task(id="b", service_id="s", slot=2, node_id="dead", desired_state="running",
+                                 created_at=timestamp(NOW - 100), status=TaskStatus(state="running", timestamp=timestamp(NOW - 100)))]
+    plan = reconcile_replicated(service(2), tasks, NOW, ids(), down_nodes=frozenset({"dead"}))
+    assert [(a.op, a.id) for a in plan.actions if a.op == "task_desired"] == [("task_desired", "b")]
+    (new,) = creates(plan)
+    assert new.slot == 2 and new.desired_state == "running" and new.node_id == ""

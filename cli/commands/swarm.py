@@ -1,0 +1,96 @@
+"""`shoal swarm ...`"""
+from __future__ import annotations
+
+import typer
+
+from cli.commands.common import client
+
+app = typer.Typer(help="Manage the swarm.", no_args_is_help=True)
+
+
+@app.command("init")
+def init(ctx: typer.Context,
+         advertise_addr: str = typer.Option("", "--advertise-addr", help="Address other nodes use to reach this manager (IP[:PORT])."),
+         listen_addr: str = typer.Option("", "--listen-addr", help="Address to serve the cluster port on (IP[:PORT]).")) -> None:
+    """Make this node the first manager of a new swarm."""
+    node_id = client(ctx).post("/swarm/init", body={"AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr})
+    typer.echo(f"Swarm initialized: current node ({node_id}) is now a manager.")
+
+
+@app.command("inspect")
+def inspect(ctx: typer.Context) -> None:
+    """Show the swarm's settings as JSON."""
+    from cli.output import print_json
+    print_json(client(ctx).get("/swarm"))
+
+
+@app.command("join")
+def join(ctx: typer.Context,
+         addr: str = typer.Argument(..., help="A manager's address, HOST[:PORT] (port 2377 by default)."),
+         token: str = typer.Option(..., "--token", help="The join token (SHLTKN-1-…); it decides the role."),
+         advertise_addr: str = typer.Option("", "--advertise-addr", help="Address other nodes use to reach this node."),
+         listen_addr: str = typer.Option("", "--listen-addr", help="Address to listen on (managers).")) -> None:
+    """Join a swarm as a worker or a manager."""
+    result = client(ctx).post("/swarm/join", body={"RemoteAddrs": [addr], "JoinToken": token,
+                                                    "AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr})
+    role = client(ctx).get("/info").get("Swarm", {}).get("Role", "worker")
+    typer.echo(f"This node joined a swarm as a {role}.")
+
+
+@app.command("join-token")
+def join_token(ctx: typer.Context,
+               role: str = typer.Argument(..., help="worker or manager."),
+               quiet: bool = typer.Option(False, "--quiet", "-q", help="Only display the token."),
+               rotate: bool = typer.Option(False, "--rotate", help="Rotate the token: the old one stops working at once.")) -> None:
+    """Print (or rotate) the command that joins a node with this role."""
+    from cli.client import CLIError
+    if role not in ("worker", "manager"):
+        raise CLIError(f"ROLE: must be worker or manager, got {role!r}", 2)
+    c = client(ctx)
+    swarm = c.get("/swarm")
+    if rotate:
+        flag = "rotateWorkerToken" if role == "worker" else "rotateManagerToken"
+        c.post("/swarm/update", params={"version": str(swarm["Version"]["Index"]), flag: "true"}, body=swarm["Spec"])
+        swarm = c.get("/swarm")
+        if not quiet:
+            typer.echo(f"Successfully rotated {role} join token.\n")
+    token = swarm["JoinTokens"]["Worker" if role == "worker" else "Manager"]
+    if quiet:
+        typer.echo(token)
+        return
+    node = c.get("/nodes/self")
+    addr = (node.get("ManagerStatus") or {}).get("Addr", "")
+    typer.echo(f"To add a {role} to this swarm, run the following command:\n\n    shoal swarm join --token {token} {addr}\n")
+
+
+@app.command("leave")
+def leave(ctx: typer.Context, force: bool = typer.Option(False, "--force", "-f", help="Leave even as the last manager (erases the swarm's state).")) -> None:
+    """Leave the swarm: this node's tasks are stopped and removed."""
+    client(ctx).post("/swarm/leave", params={"force": "true" if force else "false"})
+    typer.echo("Node left the swarm.")
+
+
+@app.command("update")
+def update(ctx: typer.Context,
+           cert_expiry: str = typer.Option(None, "--cert-expiry", help="Validity period for node certificates (e.g. 2160h)."),
+           task_history_limit: int = typer.Option(None, "--task-history-limit", help="Task history retention limit per slot."),
+           dispatcher_heartbeat: str = typer.Option(None, "--dispatcher-heartbeat", help="Heartbeat period of worker sessions (e.g. 2s).")) -> None:
+    """Update the swarm's settings."""
+    from api.units import parse_duration
+    from cli.client import CLIError
+    c = client(ctx)
+    swarm = c.get("/swarm")
+    spec = swarm["Spec"]
+    try:
+        if cert_expiry is not None:
+            spec.setdefault("CAConfig", {})["NodeCertExpiry"] = parse_duration(cert_expiry, "--cert-expiry")
+        if dispatcher_heartbeat is not None:
+            spec.setdefault("Dispatcher", {})["HeartbeatPeriod"] = parse_duration(dispatcher_heartbeat, "--dispatcher-heartbeat")
+    except ValueError as exc:
+        raise CLIError(str(exc), 2) from None
+    if task_history_limit is not None:
+        if task_history_limit < 0:
+            raise CLIError("--task-history-limit: must not be negative", 2)
+        spec.setdefault("Orchestration", {})["TaskHistoryRetentionLimit"] = task_history_limit
+    c.post("/swarm/update", params={"version": str(swarm["Version"]["Index"])}, body=spec)
+    typer.echo("Swarm updated.")

@@ -1,0 +1,57 @@
+"""`service inspect --pretty`."""
+from __future__ import annotations
+
+from api.units import format_duration
+
+
+def pretty_service(s: dict) -> str:
+    spec = s["Spec"]
+    tt = spec.get("TaskTemplate", {})
+    cs = tt.get("ContainerSpec", {})
+    lines = [f"ID:\t\t{s['ID']}", f"Name:\t\t{spec.get('Name', '')}"]
+    if spec.get("Labels"):
+        lines.append("Labels:")
+        lines += [f" {k}={v}" for k, v in spec["Labels"].items()]
+    mode = spec.get("Mode", {})
+    if "Replicated" in mode:
+        lines += ["Service Mode:\tReplicated", f" Replicas:\t{mode['Replicated'].get('Replicas', 0)}"]
+    else:
+        lines.append("Service Mode:\tGlobal")
+    pl = tt.get("Placement", {})
+    if pl:
+        lines.append("Placement:")
+        if pl.get("Constraints"):
+            lines.append(f" Constraints:\t{pl['Constraints']}")
+        for p in pl.get("Preferences", []):
+            lines.append(f" Preferences:\tspread={p.get('Spread', {}).get('SpreadDescriptor', '')}")
+        if pl.get("MaxReplicas"):
+            lines.append(f" Max Replicas Per Node:\t{pl['MaxReplicas']}")
+    rp = tt.get("RestartPolicy")
+    if rp:
+        lines.append("RestartPolicy:")
+        lines.append(f" Condition:\t{rp.get('Condition', 'any')}")
+        if "Delay" in rp:
+            lines.append(f" Delay:\t\t{format_duration(rp['Delay'])}")
+        if rp.get("MaxAttempts"):
+            lines.append(f" Max Attempts:\t{rp['MaxAttempts']}")
+    lines += ["ContainerSpec:", f" Image:\t\t{cs.get('Image', '')}"]
+    if cs.get("Command"):
+        lines.append(f" Command:\t{' '.join(cs['Command'])}")
+    if cs.get("Args"):
+        lines.append(f" Args:\t\t{' '.join(cs['Args'])}")
+    if cs.get("Env"):
+        lines.append(" Env:\t\t" + " ".join(cs["Env"]))
+    res = tt.get("Resources", {})
+    if res:
+        lines.append("Resources:")
+        for section, title in (("Reservations", "Reservations"), ("Limits", "Limits")):
+            vals = res.get(section)
+            if vals:
+                lines.append(f" {title}:")
+                if vals.get("NanoCPUs"):
+                    lines.append(f"  CPU:\t\t{vals['NanoCPUs'] / 1e9:g}")
+                if vals.get("MemoryBytes"):
+                    lines.append(f"  Memory:\t{vals['MemoryBytes'] / 2**20:g}MiB")
+                if vals.get("Pids"):
+                    lines.append(f"  Pids:\t\t{vals['Pids']}")
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Node-local API: the daemon itself, its images, and joining or creating a swarm."""
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+
+from aiohttp import web
+
+from api.ids import timestamp
+from daemon.node import VERSION, NodeDaemon, NodeError
+from manager.controlapi import APIError, read_json
+
+
+class EngineAPI:
+    def __init__(self, node: NodeDaemon):
+        self.node = node
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/_ping", self.ping),
+            web.get("/info", self.info),
+            web.post("/swarm/init", self.swarm_init),
+            web.post("/swarm/join", self.swarm_join),
+            web.post("/swarm/leave", self.swarm_leave),
+            web.post("/images/import", self.image_import),
+            web.get("/images/json", self.image_list),
+            web.delete("/images/{name:.+}", self.image_remove),
+        ]
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def info(self, request: web.Request) -> web.Response:
+        n = self.node
+        swarm = {"NodeID": n.node_id, "LocalNodeState": "active" if n.node_id else "inactive",
+                 "ControlAvailable": n.manager is not None, "ClusterID": n.identity.get("ClusterID", ""),
+                 "Role": n.identity.get("Role", ""), "Managers": n.identity.get("Managers", []),
+                 "SessionConnected": bool(n.session and n.session.connected.is_set()) if n.manager is None else True}
+        return web.json_response({"Name": n.config.hostname, "ServerVersion": VERSION,
+                                  "Swarm": swarm, "Images": len(n.images.list())})
+
+    async def swarm_init(self, request: web.Request) -> web.Response:
+        body = await read_json(request) if request.can_read_body else {}
+        if not isinstance(body, dict):
+            raise APIError(400, "body: must be an object")
+        for key in body:
+            if key not in ("AdvertiseAddr", "ListenAddr", "ForceNewCluster"):
+                raise APIError(400, f"{key}: unknown field")
+        try:
+            node_id = await self.node.swarm_init(body.get("AdvertiseAddr", ""), body.get("ListenAddr", ""))
+        except NodeError as exc:
+            raise APIError(exc.status, str(exc)) from None
+        return web.json_response(node_id)
+
+    async def swarm_join(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise APIError(400, "body: must be an object")
+        for key in body:
+            if key not in ("RemoteAddrs", "JoinToken", "AdvertiseAddr", "ListenAddr"):
+                raise APIError(400, f"{key}: unknown field")
+        remotes = body.get("RemoteAddrs")
+        if not isinstance(remotes, list) or not remotes or not all(isinstance(r, str) and r for r in remotes):
+            raise APIError(400, "RemoteAddrs: must list at least one manager address")
+        token = body.get("JoinToken")
+        if not isinstance(token, str) or not token:
+            raise APIError(400, "JoinToken: required")
+        try:
+            node_id = await self.node.swarm_join(remotes[0], token, body.get("AdvertiseAddr", ""), body.get("ListenAddr", ""))
+        except NodeError as exc:
+            raise APIError(exc.status, str(exc)) from None
+        return web.json_response({"NodeID": node_id})
+
+    async def swarm_leave(self, request: web.Request) -> web.Response:
+        force = request.query.get("force", "false").lower() in ("1", "true")
+        try:
+            await self.node.swarm_leave(force)
+        except NodeError as exc:
+            raise APIError(exc.status, str(exc)) from None
+        return web.Response(status=200)
+
+    async def image_import(self, request: web.Request) -> web.Response:
+        repo = request.query.get("repo", "")
+        tag = request.query.get("tag", "")
+        if not repo:
+            raise APIError(400, "repo: required, the NAME of NAME:TAG")
+        reference = f"{repo}:{tag}" if tag else repo
+        tmpdir = self.node.state_dir / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(dir=tmpdir, suffix=".tar")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in request.content.iter_chunked(1 << 20):
+                    f.write(chunk)
+            try:
+                image = await asyncio.to_thread(self.node.images.import_rootfs, path, reference)
+            except ValueError as exc:
+                raise APIError(400, str(exc)) from None
+        finally:
+            os.unlink(path)
+        return web.json_response({"ID": image.id, "RepoTags": image.references})
+
+    async def image_list(self, request: web.Request) -> web.Response:
+        out = []
+        for img in self.node.images.list():
+            out.append({"Id": img.id, "RepoTags": img.references, "Created": img.created,
+                        "Size": img.size, "ManifestDigest": img.manifest_digest})
+        return web.json_response(out)
+
+    async def image_remove(self, request: web.Request) -> web.Response:
+        ref = request.match_info["name"]
+        try:
+            if self.node.images.resolve(ref) is None:
+                raise APIError(404, f"No such image: {ref}")
+            await asyncio.to_thread(self.node.images.remove, ref)
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from None
+        return web.json_response([{"Untagged": ref}])

@@ -1,0 +1,218 @@
+"""The cluster port (2377/tcp, TLS): what other nodes may ask of a manager.
+
+- `GET /ca`: the trusted root certificates; unauthenticated and carries nothing secret (a
+  joining node checks them against the digest in its token before sending anything).
+- `POST /join`: a join token and a CSR; the token decides the role, the CA decides the
+  certificate's subject. Unauthenticated by certificate, authenticated by the token.
+- `POST /renew`: a new certificate for the caller's own identity (any member).
+- `GET /session`: the worker session, a websocket of msgpack messages (any member).
+
+Every route but the first two requires a certificate from this cluster's CA whose node still
+exists in the store: a removed node's certificate is refused from then on.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import datetime as dt
+import logging
+import time
+from typing import Any, Callable
+
+import msgpack
+from aiohttp import WSMsgType, web
+
+from api import codec
+from api.ids import new_id
+from api.objects import SECOND, Node, NodeDescription, NodeSpec, NodeStatus
+from manager.ca import (
+    CAError, ClusterCA, Identity, PeerRejected, TokenError, check_peer, parse_identity, peer_identity, sign_csr,
+)
+from manager.ca.tokens import JoinTokens, token_role
+from manager.manager import Manager
+from manager.store import Action, StoreError
+
+log = logging.getLogger("shoal.clusterapi")
+
+MEMBER_ROLES = ("worker", "manager")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+class ClusterAPI:
+    def __init__(self, manager: Manager, get_ca: Callable[[], ClusterCA]):
+        self.manager = manager
+        self.get_ca = get_ca
+        self.session_tasks: set[asyncio.Task] = set()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 20)
+        app.add_routes([
+            web.get("/ca", self.ca),
+            web.post("/join", self.join),
+            web.post("/renew", self.renew),
+            web.get("/session", self.session),
+        ])
+        return app
+
+    # --- authentication -----------------------------------------------------------------
+
+    def authenticate(self, request: web.Request, roles=MEMBER_ROLES) -> Identity:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        if ssl_object is None:
+            raise PeerRejected("peer certificate: none presented")
+        ident = peer_identity(ssl_object)
+        cluster = self.manager.cluster
+        existing = {n.id for n in self.manager.store.list("node")}
+        removed = () if ident.node_id in existing else (ident.node_id,)
+        return check_peer(ident, cluster_id=cluster.id if cluster else "", roles=roles, removed_node_ids=removed)
+
+    # --- routes -------------------------------------------------------------------------
+
+    async def ca(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.get_ca().trust_bundle_pem, content_type="application/x-pem-file")
+
+    async def join(self, request: web.Request) -> web.Response:
+        try:
+            body = msgpack.unpackb(await request.read(), raw=False)
+        except Exception:
+            return _error(400, "body: not a msgpack message")
+        if not isinstance(body, dict):
+            return _error(400, "body: must be a map")
+        token, csr = body.get("Token"), body.get("CSR")
+        if not isinstance(token, str):
+            return _error(400, "Token: must be a string")
+        if not isinstance(csr, (bytes, str)):
+            return _error(400, "CSR: must be a PEM certificate request")
+        try:
+            description = codec.decode(NodeDescription, body.get("Description") or {}, "Description")
+        except codec.DecodeError as exc:
+            return _error(400, str(exc))
+        cluster = self.manager.cluster
+        if cluster is None:
+            return _error(503, "swarm: not initialised")
+        try:
+            role = token_role(token, JoinTokens(worker=cluster.join_tokens.worker, manager=cluster.join_tokens.manager))
+        except (TokenError, ValueError) as exc:
+            log.info("join refused from %s: %s", request.remote, exc)
+            return _error(401, str(exc))
+        if role == "manager":
+            return _error(501, "join token: joining as a manager needs the Raft consensus of the HA-managers work, "
+                               "which is not in this build yet; join as a worker and keep one manager for now")
+        node_id = new_id()
+        expiry = dt.timedelta(seconds=cluster.spec.ca_config.node_cert_expiry / SECOND)
+        try:
+            cert = sign_csr(self.get_ca(), csr, node_id, role, cluster.id, expiry)
+        except CAError as exc:
+            return _error(400, str(exc))
+        addr = body.get("Addr") if isinstance(body.get("Addr"), str) and body.get("Addr") else (request.remote or "")
+        node = Node(id=node_id, spec=NodeSpec(role=role, availability="active"), description=description,
+                    status=NodeStatus(state="unknown", message="joined", addr=addr))
+        try:
+            await self.manager.propose([Action("create", "node", node)])
+        except StoreError as exc:
+            return _error(exc.status, str(exc))
+        log.info("node %s (%s) joined as %s", node_id, description.hostname, role)
+        return web.Response(body=msgpack.packb({
+            "NodeID": node_id, "ClusterID": cluster.id, "Role": role, "Certificate": cert,
+            "CACerts": self.get_ca().trust_bundle_pem,
+        }), content_type="application/msgpack")
+
+    async def renew(self, request: web.Request) -> web.Response:
+        try:
+            ident = self.authenticate(request)
+        except PeerRejected as exc:
+            return _error(403, str(exc))
+        try:
+            body = msgpack.unpackb(await request.read(), raw=False)
+            csr = body["CSR"]
+        except Exception:
+            return _error(400, "CSR: missing or not a msgpack message")
+        cluster = self.manager.cluster
+        node = self.manager.store.get("node", ident.node_id)
+        expiry = dt.timedelta(seconds=cluster.spec.ca_config.node_cert_expiry / SECOND)
+        try:
+            # The role comes from the store, not the old certificate: a promotion or
+            # demotion takes effect at the next renewal.
+            cert = sign_csr(self.get_ca(), csr, ident.node_id, node.spec.role, cluster.id, expiry)
+        except CAError as exc:
+            return _error(400, str(exc))
+        return web.Response(body=msgpack.packb({"Certificate": cert, "CACerts": self.get_ca().trust_bundle_pem}),
+                            content_type="application/msgpack")
+
+    async def session(self, request: web.Request) -> web.StreamResponse:
+        try:
+            ident = self.authenticate(request)
+        except PeerRejected as exc:
+            return _error(403, str(exc))
+        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 << 20)
+        await ws.prepare(request)
+        task = asyncio.current_task()
+        self.session_tasks.add(task)
+        try:
+            await self._serve_session(ident, ws, request.remote or "")
+        finally:
+            self.session_tasks.discard(task)
+        return ws
+
+    async def _serve_session(self, ident: Identity, ws: web.WebSocketResponse, remote: str) -> None:
+        dispatcher = self.manager.dispatcher
+        session = dispatcher.open_session(ident.node_id)
+        period = self.manager.heartbeat_period()
+        sender: asyncio.Task | None = None
+        try:
+            hello = await asyncio.wait_for(ws.receive(), timeout=10)
+            msg = _decode_frame(hello)
+            if msg.get("Type") != "hello":
+                raise codec.DecodeError("Type", "the first message must be hello")
+            description = codec.decode(NodeDescription, msg.get("Description") or {}, "Description")
+            addr = msg.get("Addr") if isinstance(msg.get("Addr"), str) and msg.get("Addr") else remote
+            await dispatcher.node_up(ident.node_id, description, addr)
+            await ws.send_bytes(msgpack.packb({"Type": "session", "NodeID": ident.node_id,
+                                               "HeartbeatPeriod": period}))
+
+            async def send_assignments():
+                while True:
+                    message = await session.next_assignments()
+                    await ws.send_bytes(msgpack.packb(message, use_bin_type=True))
+
+            sender = asyncio.create_task(send_assignments())
+            timeout = 3 * period / SECOND
+            while True:
+                frame = await asyncio.wait_for(ws.receive(), timeout=timeout)
+                if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
+                msg = _decode_frame(frame)
+                session.heartbeat()
+                if msg.get("Type") == "status":
+                    await session.report(msg)
+                elif msg.get("Type") != "heartbeat":
+                    raise codec.DecodeError("Type", f"unknown message type {msg.get('Type')!r}")
+        except asyncio.TimeoutError:
+            log.info("node %s missed its heartbeats", ident.node_id)
+        except codec.DecodeError as exc:
+            log.warning("bad message from node %s: %s", ident.node_id, exc)
+            await ws.close(message=str(exc).encode()[:120])
+        except (ConnectionError, StoreError) as exc:
+            log.info("session of node %s ended: %s", ident.node_id, exc)
+        finally:
+            if sender:
+                sender.cancel()
+            dispatcher.close_session(session)
+            if not ws.closed:
+                await ws.close()
+
+
+def _decode_frame(frame) -> dict:
+    if frame.type != WSMsgType.BINARY:
+        raise codec.DecodeError("frame", "expected a binary msgpack frame")
+    try:
+        msg = msgpack.unpackb(frame.data, raw=False)
+    except Exception:
+        raise codec.DecodeError("frame", "not valid msgpack") from None
+    if not isinstance(msg, dict):
+        raise codec.DecodeError("frame", "must be a map")
+    return msg

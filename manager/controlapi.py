@@ -1,0 +1,308 @@
+"""The control API: swarm objects over HTTP/JSON with the Docker swarm API's paths and fields.
+
+Handlers decode and validate the request, turn it into store actions, and propose them; the
+response is the applied object. Errors are JSON `{"message": ...}` naming the field and reason.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Callable
+
+from aiohttp import web
+
+from api import codec
+from api.ids import new_id
+from api.objects import SECOND, Node, NodeSpec, ReplicatedService, Service, ServiceSpec, SwarmSpec, Task
+from manager.manager import Manager
+from manager.store import Action, StoreError
+from manager.validation import SpecError, validate_service_spec
+
+ImageResolver = Callable[[str], str | None]
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+async def read_json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise APIError(400, "body: not valid JSON") from None
+
+
+def find_one(objs: list, ref: str, kind: str, names: Callable[[Any], list[str]]) -> Any:
+    """Docker's lookup: exact id, then exact name, then a unique id prefix."""
+    for o in objs:
+        if o.id == ref:
+            return o
+    named = [o for o in objs if ref in names(o)]
+    if len(named) == 1:
+        return named[0]
+    prefixed = [o for o in objs if o.id.startswith(ref)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    if len(named) > 1 or len(prefixed) > 1:
+        raise APIError(409, f"{kind} {ref!r} is ambiguous: use a longer id")
+    raise APIError(404, f"{kind} {ref} not found")
+
+
+def node_names(n: Node) -> list[str]:
+    return [x for x in (n.spec.name, n.description.hostname) if x]
+
+
+def service_names(s: Service) -> list[str]:
+    return [s.spec.name]
+
+
+def parse_filters(request: web.Request) -> dict[str, list[str]]:
+    raw = request.query.get("filters")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        raise APIError(400, "filters: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "filters: must be an object")
+    out: dict[str, list[str]] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):  # Docker's legacy {"key": {"value": true}} form
+            v = [x for x, on in v.items() if on]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise APIError(400, f"filters.{k}: must be a list of strings")
+        out[k] = v
+    return out
+
+
+class ControlAPI:
+    def __init__(self, get_manager: Callable[[], Manager], resolve_image: ImageResolver, get_ca: Callable):
+        self.get_manager = get_manager
+        self.resolve_image = resolve_image
+        self.get_ca = get_ca
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/swarm", self.swarm_inspect),
+            web.get("/nodes", self.node_list),
+            web.get("/nodes/{id}", self.node_inspect),
+            web.post("/nodes/{id}/update", self.node_update),
+            web.delete("/nodes/{id}", self.node_remove),
+            web.post("/swarm/update", self.swarm_update),
+            web.get("/services", self.service_list),
+            web.post("/services/create", self.service_create),
+            web.get("/services/{id}", self.service_inspect),
+            web.post("/services/{id}/update", self.service_update),
+            web.delete("/services/{id}", self.service_remove),
+            web.get("/tasks", self.task_list),
+            web.get("/tasks/{id}", self.task_inspect),
+        ]
+
+    # --- swarm and nodes ----------------------------------------------------------------
+
+    async def swarm_inspect(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        cluster = m.cluster
+        if cluster is None:
+            raise APIError(503, "swarm: not initialised")
+        return web.json_response(codec.encode(cluster))
+
+    async def node_list(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        nodes = sorted(m.store.list("node"), key=lambda n: (n.description.hostname, n.id))
+        return web.json_response([codec.encode(n) for n in nodes])
+
+    async def node_inspect(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        ref = request.match_info["id"]
+        if ref == "self":
+            ref = m.node_id
+        node = find_one(m.store.list("node"), ref, "node", node_names)
+        return web.json_response(codec.encode(node))
+
+    async def node_update(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        node = find_one(m.store.list("node"), request.match_info["id"], "node", node_names)
+        version = request.query.get("version")
+        if version is None or not version.isdigit():
+            raise APIError(400, "version: required, the Version.Index of the node being updated")
+        try:
+            spec = codec.decode(NodeSpec, await read_json(request))
+        except codec.DecodeError as exc:
+            raise APIError(400, str(exc)) from None
+        if spec.availability not in ("active", "pause", "drain"):
+            raise APIError(400, f"Availability: must be active, pause or drain, got {spec.availability!r}")
+        if spec.role not in ("worker", "manager"):
+            raise APIError(400, f"Role: must be worker or manager, got {spec.role!r}")
+        if spec.role != node.spec.role:
+            raise APIError(501, "Role: promoting or demoting needs the Raft consensus of the HA-managers work, "
+                                "which is not in this build yet")
+        new = copy.deepcopy(node)
+        new.spec = spec
+        new.version.index = int(version)
+        await self._propose(m, [Action("update", "node", new)])
+        return web.Response(status=200)
+
+    async def node_remove(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        node = find_one(m.store.list("node"), request.match_info["id"], "node", node_names)
+        force = request.query.get("force", "false").lower() in ("1", "true")
+        if node.id == m.node_id or node.spec.role == "manager":
+            raise APIError(400, f"node {node.id} is a manager: demote it before removing it "
+                                "(and a swarm's last manager cannot be removed; use `shoal swarm leave --force` on it)")
+        if node.status.state == "ready" and not force:
+            raise APIError(400, f"node {node.id} is not down and can't be removed: stop it with `shoal swarm leave` "
+                                "on that node, or use --force")
+        await self._propose(m, [Action("delete", "node", None, node.id)])
+        return web.Response(status=200)
+
+    async def swarm_update(self, request: web.Request) -> web.Response:
+        """Docker's POST /swarm/update: a new SwarmSpec, and token rotation flags."""
+        m = self.get_manager()
+        cluster = m.cluster
+        if cluster is None:
+            raise APIError(503, "swarm: not initialised")
+        version = request.query.get("version")
+        if version is None or not version.isdigit():
+            raise APIError(400, "version: required, the Version.Index of the swarm being updated")
+        try:
+            spec = codec.decode(SwarmSpec, await read_json(request))
+        except codec.DecodeError as exc:
+            raise APIError(400, str(exc)) from None
+        if spec.ca_config.node_cert_expiry < 3600 * SECOND:
+            raise APIError(400, "CAConfig.NodeCertExpiry: must be at least 1h")
+        if spec.dispatcher.heartbeat_period < 100_000_000:
+            raise APIError(400, "Dispatcher.HeartbeatPeriod: must be at least 100ms")
+        if spec.orchestration.task_history_retention_limit < 0:
+            raise APIError(400, "Orchestration.TaskHistoryRetentionLimit: must not be negative")
+        new = copy.deepcopy(cluster)
+        new.spec = spec
+        new.version.index = int(version)
+        flags = {k: request.query.get(k, "false").lower() in ("1", "true")
+                 for k in ("rotateWorkerToken", "rotateManagerToken")}
+        if any(flags.values()):
+            from manager.ca.tokens import JoinTokens as CATokens
+            tokens = CATokens(worker=cluster.join_tokens.worker, manager=cluster.join_tokens.manager)
+            ca_cert = self.get_ca().signer.cert
+            if flags["rotateWorkerToken"]:
+                tokens = tokens.rotate("worker", ca_cert)
+            if flags["rotateManagerToken"]:
+                tokens = tokens.rotate("manager", ca_cert)
+            new.join_tokens.worker, new.join_tokens.manager = tokens.worker, tokens.manager
+        await self._propose(m, [Action("update", "cluster", new)])
+        return web.Response(status=200)
+
+    # --- services -------------------------------------------------------------------------
+
+    def _decode_spec(self, body: Any) -> ServiceSpec:
+        try:
+            spec = codec.decode(ServiceSpec, body)
+        except codec.DecodeError as exc:
+            raise APIError(400, str(exc)) from None
+        if spec.mode.replicated is None and spec.mode.global_ is None:
+            spec.mode.replicated = ReplicatedService(1)  # Docker's default mode
+        try:
+            validate_service_spec(spec)
+        except SpecError as exc:
+            raise APIError(400, str(exc)) from None
+        try:
+            pinned = self.resolve_image(spec.task_template.container_spec.image)
+        except ValueError as exc:
+            raise APIError(400, f"TaskTemplate.ContainerSpec.Image: {exc}") from None
+        if pinned is None:
+            raise APIError(400, f"TaskTemplate.ContainerSpec.Image: no such image "
+                                f"{spec.task_template.container_spec.image!r} (import or pull it first)")
+        spec.task_template.container_spec.image = pinned
+        return spec
+
+    async def service_create(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        spec = self._decode_spec(await read_json(request))
+        service = Service(id=new_id(), spec=spec)
+        await self._propose(m, [Action("create", "service", service)])
+        return web.json_response({"ID": service.id}, status=201)
+
+    async def service_list(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        filters = parse_filters(request)
+        services = sorted(m.store.list("service"), key=lambda s: s.spec.name)
+        services = [s for s in services if _match_service(s, filters)]
+        return web.json_response([codec.encode(s) for s in services])
+
+    async def service_inspect(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        svc = find_one(m.store.list("service"), request.match_info["id"], "service", service_names)
+        return web.json_response(codec.encode(svc))
+
+    async def service_update(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        svc = find_one(m.store.list("service"), request.match_info["id"], "service", service_names)
+        version = request.query.get("version")
+        if version is None or not version.isdigit():
+            raise APIError(400, "version: required, the Version.Index of the service being updated")
+        spec = self._decode_spec(await read_json(request))
+        new = copy.deepcopy(svc)
+        new.previous_spec = copy.deepcopy(svc.spec)
+        new.spec = spec
+        new.version.index = int(version)
+        await self._propose(m, [Action("update", "service", new)])
+        return web.json_response({"Warnings": []})
+
+    async def service_remove(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        svc = find_one(m.store.list("service"), request.match_info["id"], "service", service_names)
+        await self._propose(m, [Action("delete", "service", None, svc.id)])
+        return web.Response(status=200)
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    async def task_list(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        filters = parse_filters(request)
+        services = m.store.list("service")
+        wanted_services = None
+        if "service" in filters:
+            wanted_services = set()
+            for ref in filters["service"]:
+                wanted_services.add(find_one(services, ref, "service", service_names).id)
+        tasks: list[Task] = []
+        for t in m.store.list("task"):
+            if wanted_services is not None and t.service_id not in wanted_services:
+                continue
+            if "desired-state" in filters and t.desired_state not in filters["desired-state"]:
+                continue
+            if "node" in filters and t.node_id not in filters["node"]:
+                continue
+            tasks.append(t)
+        tasks.sort(key=lambda t: (t.service_id, t.slot, t.created_at))
+        return web.json_response([codec.encode(t) for t in tasks])
+
+    async def task_inspect(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        task = find_one(m.store.list("task"), request.match_info["id"], "task", lambda t: [])
+        return web.json_response(codec.encode(task))
+
+    async def _propose(self, m: Manager, actions: list[Action]) -> None:
+        try:
+            await m.propose(actions)
+        except StoreError as exc:
+            raise APIError(exc.status, str(exc)) from None
+
+
+def _match_service(s: Service, filters: dict[str, list[str]]) -> bool:
+    if "name" in filters and not any(s.spec.name.startswith(n) for n in filters["name"]):
+        return False
+    if "id" in filters and not any(s.id.startswith(i) for i in filters["id"]):
+        return False
+    for label in filters.get("label", []):
+        key, _, value = label.partition("=")
+        if key not in s.spec.labels or (value and s.spec.labels[key] != value):
+            return False
+    return True

@@ -1,0 +1,148 @@
+"""Worker sessions: what each node is told to run, and the status it reports back.
+
+A session carries msgpack-ready messages only (assignment sets out, status batches in), so the
+same session runs in-process for the manager's own worker and over the network for the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from api import codec
+from api.objects import Node, NodeStatus, Task, TaskStatus
+from manager.store import Action, Change, Conflict, Store
+
+
+def assignments_for(store: Store, node_id: str) -> list[Task]:
+    """Every task placed on the node, until the task is deleted: the worker keeps a task's
+    container while the task exists and removes it once the task is gone."""
+    return [t for t in store.list("task") if t.node_id == node_id]
+
+
+def assignment_message(tasks: list[Task]) -> dict:
+    return {"Type": "assignments", "Tasks": [codec.encode(t) for t in tasks]}
+
+
+def parse_status_updates(message: Any) -> list[tuple[str, TaskStatus]]:
+    """Validates a status batch from a worker; raises DecodeError naming the bad field."""
+    if not isinstance(message, dict) or message.get("Type") != "status":
+        raise codec.DecodeError("Type", "expected a status message")
+    updates = message.get("Updates")
+    if not isinstance(updates, list):
+        raise codec.DecodeError("Updates", "must be a list")
+    out = []
+    for i, u in enumerate(updates):
+        if not isinstance(u, dict) or not isinstance(u.get("TaskID"), str):
+            raise codec.DecodeError(f"Updates[{i}].TaskID", "must be a string")
+        out.append((u["TaskID"], codec.decode(TaskStatus, u.get("Status"), f"Updates[{i}].Status")))
+    return out
+
+
+@dataclass
+class Session:
+    node_id: str
+    dispatcher: "Dispatcher"
+    local: bool = False  # the manager's own worker, in-process: alive while the manager is
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+    async def next_assignments(self) -> dict:
+        """Waits until the node's assignment set may have changed, then returns it whole."""
+        await self._changed.wait()
+        self._changed.clear()
+        return assignment_message(assignments_for(self.dispatcher.store, self.node_id))
+
+    async def report(self, message: Any) -> None:
+        updates = parse_status_updates(message)
+        await self.dispatcher.report(self.node_id, updates)
+
+    def heartbeat(self) -> None:
+        self.dispatcher.last_heartbeat[self.node_id] = time.monotonic()
+
+
+class Dispatcher:
+    def __init__(self, store: Store, propose):
+        self.store = store
+        self.propose = propose
+        self.sessions: dict[str, list[Session]] = {}
+        self.last_heartbeat: dict[str, float] = {}
+        store.watch(self._on_changes)
+
+    def open_session(self, node_id: str, local: bool = False) -> Session:
+        session = Session(node_id, self, local=local)
+        session._changed.set()  # the first call returns the current set at once
+        self.sessions.setdefault(node_id, []).append(session)
+        session.heartbeat()
+        return session
+
+    def close_session(self, session: Session) -> None:
+        session.closed = True
+        lst = self.sessions.get(session.node_id, [])
+        if session in lst:
+            lst.remove(session)
+        # A closed session leaves a short grace to reconnect before the node is marked down.
+        self.last_heartbeat[session.node_id] = time.monotonic() - self.heartbeat_s * (self.MISSED - 1)
+
+    MISSED = 3  # heartbeats a node may miss before it is marked down
+    heartbeat_s = 2.0
+
+    def alive(self, node_id: str, now: float) -> bool:
+        sessions = self.sessions.get(node_id, [])
+        if any(s.local for s in sessions):
+            return True
+        last = self.last_heartbeat.get(node_id)
+        return last is not None and now - last <= self.heartbeat_s * self.MISSED
+
+    async def node_up(self, node_id: str, description, addr: str) -> None:
+        node: Node | None = self.store.get("node", node_id)
+        if node is None:
+            return
+        if node.status.state == "ready" and node.description == description and node.status.addr == addr:
+            return
+        new = copy.deepcopy(node)
+        new.description = description
+        new.status = NodeStatus(state="ready", message="", addr=addr)
+        await self.propose([Action("update", "node", new)])
+
+    async def monitor(self) -> None:
+        """Marks nodes down when they stop sending heartbeats (or their session closed and
+        did not come back within the grace)."""
+        while True:
+            await asyncio.sleep(min(0.5, self.heartbeat_s / 2))
+            now = time.monotonic()
+            for node in self.store.list("node"):
+                if node.status.state == "ready" and not self.alive(node.id, now):
+                    await self.mark_node(node.id, "down", "heartbeat failure")
+
+    def _on_changes(self, changes: list[Change]) -> None:
+        touched: set[str] = set()
+        for c in changes:
+            if c.kind == "task" and c.obj.node_id:
+                touched.add(c.obj.node_id)
+        for node_id in touched:
+            for s in self.sessions.get(node_id, []):
+                s._changed.set()
+
+    async def report(self, node_id: str, updates: list[tuple[str, TaskStatus]]) -> None:
+        actions = []
+        for task_id, status in updates:
+            task = self.store.get("task", task_id)
+            if task is None or task.node_id != node_id:
+                continue  # a node may only report on its own tasks
+            actions.append(Action("task_status", "task", status, task_id))
+        if actions:
+            await self.propose(actions)
+
+    async def mark_node(self, node_id: str, state: str, message: str = "", addr: str | None = None) -> None:
+        node: Node | None = self.store.get("node", node_id)
+        if node is None or (node.status.state == state and (addr is None or node.status.addr == addr)):
+            return
+        new = copy.deepcopy(node)
+        new.status = NodeStatus(state=state, message=message, addr=addr if addr is not None else node.status.addr)
+        try:
+            await self.propose([Action("update", "node", new)])
+        except Conflict:
+            pass  # changed meanwhile; the monitor looks again

@@ -1,0 +1,90 @@
+"""Joining a swarm from the node's side: pin the cluster's root by the token's digest, then
+send the token and a CSR, and keep the certificate that comes back. The key never leaves."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+import msgpack
+
+from api import codec
+from api.objects import NodeDescription
+from manager.ca import (
+    BootstrapError, CAError, bootstrap_client_context, client_context, make_csr, make_node_key,
+    verify_presented_chain,
+)
+from manager.ca.pem import certs_pem, key_pem
+from manager.ca.tokens import parse_token
+
+DEFAULT_PORT = 2377
+
+
+class JoinError(Exception):
+    pass
+
+
+@dataclass
+class JoinResult:
+    node_id: str
+    cluster_id: str
+    role: str
+    key_pem: bytes
+    cert_pem: bytes
+    ca_pem: bytes
+
+
+def split_addr(addr: str, default_port: int = DEFAULT_PORT, field: str = "ADDR") -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        host, port = addr, str(default_port)
+    host = host.strip("[]")
+    if not host:
+        raise JoinError(f"{field}: {addr!r} has no host")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise JoinError(f"{field}: {addr!r} has an invalid port")
+    return host, int(port)
+
+
+async def join_cluster(addr: str, token_text: str, description: NodeDescription, advertise_addr: str = "",
+                       timeout: float = 15) -> JoinResult:
+    try:
+        token = parse_token(token_text.strip())
+    except CAError as exc:
+        raise JoinError(str(exc)) from None
+    host, port = split_addr(addr)
+    base = f"https://{host}:{port}"
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    try:
+        # 1. Unverified connection: fetch the roots, and check them and the server's own
+        #    certificate against the token's digest before anything secret is sent.
+        async with aiohttp.ClientSession(timeout=client_timeout) as s:
+            async with s.get(base + "/ca", ssl=bootstrap_client_context(token.ca_digest)) as resp:
+                ssl_object = resp.connection.transport.get_extra_info("ssl_object") if resp.connection else None
+                server_der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+                roots_pem = await resp.read()
+        if not server_der:
+            raise JoinError(f"{addr}: the manager presented no certificate")
+        pinned = verify_presented_chain(server_der, token.ca_digest, roots_pem)
+
+        # 2. Verified against the pinned root: send the token and a CSR.
+        key = make_node_key()
+        body = msgpack.packb({"Token": token_text.strip(), "CSR": make_csr(key),
+                              "Description": codec.encode(description), "Addr": advertise_addr})
+        async with aiohttp.ClientSession(timeout=client_timeout) as s:
+            async with s.post(base + "/join", data=body, ssl=client_context(None, [pinned]),
+                              headers={"Content-Type": "application/msgpack"}) as resp:
+                payload = await resp.read()
+                if resp.status >= 400:
+                    try:
+                        message = (await resp.json(content_type=None))["message"]
+                    except Exception:
+                        message = payload.decode(errors="replace")[:200]
+                    raise JoinError(message)
+        reply = msgpack.unpackb(payload, raw=False)
+    except (BootstrapError, CAError) as exc:
+        raise JoinError(str(exc)) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise JoinError(f"{addr}: could not reach a manager: {exc or type(exc).__name__}") from None
+    return JoinResult(node_id=reply["NodeID"], cluster_id=reply["ClusterID"], role=reply["Role"],
+                      key_pem=key_pem(key), cert_pem=reply["Certificate"], ca_pem=reply["CACerts"])

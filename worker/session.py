@@ -1,0 +1,115 @@
+"""The worker's session with the managers over mutual TLS: a websocket of msgpack messages
+that carries heartbeats and status reports up and assignment sets down. It reconnects with
+backoff, so it survives a manager restart."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from typing import Any, Callable
+
+import aiohttp
+import msgpack
+
+from api import codec
+from api.objects import SECOND, NodeDescription
+
+log = logging.getLogger("shoal.session")
+
+
+class SessionRefused(Exception):
+    """The managers refused this node for good (removed, or from another cluster)."""
+
+
+class RemoteSession:
+    def __init__(self, managers: list[str], ssl_context: Callable[[], ssl.SSLContext],
+                 describe: Callable[[], NodeDescription], advertise_addr: str = ""):
+        self.managers = list(managers)
+        self.ssl_context = ssl_context
+        self.describe = describe
+        self.advertise_addr = advertise_addr
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._latest: dict | None = None
+        self._have_latest = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.refused: str = ""
+        self.heartbeat_period = 2.0
+
+    # --- what the agent uses ----------------------------------------------------------
+
+    async def next_assignments(self) -> dict:
+        await self._have_latest.wait()
+        self._have_latest.clear()
+        assert self._latest is not None
+        return self._latest
+
+    async def report(self, message: Any) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise ConnectionError("no session with a manager")
+        await ws.send_bytes(msgpack.packb(message, use_bin_type=True))
+
+    def heartbeat(self) -> None:
+        pass  # the session sends its own heartbeats
+
+    # --- connection loop ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = 0.1
+        index = 0
+        while True:
+            addr = self.managers[index % len(self.managers)]
+            try:
+                await self._connect_once(addr)
+                backoff = 0.1
+            except SessionRefused as exc:
+                self.refused = str(exc)
+                log.error("the managers refused this node: %s", exc)
+                raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("session with %s lost: %s", addr, exc or type(exc).__name__)
+            self.connected.clear()
+            index += 1
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 2.0)
+
+    async def _connect_once(self, addr: str) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            try:
+                ws = await http.ws_connect(f"https://{addr}/session", ssl=self.ssl_context(), heartbeat=None,
+                                           max_msg_size=64 << 20)
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status == 403:
+                    raise SessionRefused(exc.message) from None
+                raise
+            async with ws:
+                self._ws = ws
+                await ws.send_bytes(msgpack.packb({"Type": "hello", "Description": codec.encode(self.describe()),
+                                                   "Addr": self.advertise_addr}))
+                first = await asyncio.wait_for(ws.receive(), timeout=10)
+                if first.type != aiohttp.WSMsgType.BINARY:
+                    raise ConnectionError(f"session refused: {first.extra or first.type}")
+                hello = msgpack.unpackb(first.data, raw=False)
+                self.heartbeat_period = max(0.1, hello.get("HeartbeatPeriod", 2 * SECOND) / SECOND)
+                self.connected.set()
+                beat = asyncio.create_task(self._heartbeats(ws))
+                try:
+                    async for frame in ws:
+                        if frame.type != aiohttp.WSMsgType.BINARY:
+                            break
+                        msg = msgpack.unpackb(frame.data, raw=False)
+                        if isinstance(msg, dict) and msg.get("Type") == "assignments":
+                            self._latest = msg
+                            self._have_latest.set()
+                finally:
+                    beat.cancel()
+                    self._ws = None
+
+    async def _heartbeats(self, ws) -> None:
+        while not ws.closed:
+            await ws.send_bytes(msgpack.packb({"Type": "heartbeat"}))
+            await asyncio.sleep(self.heartbeat_period)
