@@ -266,7 +266,9 @@ class NodeDaemon:
         creds = ca_storage.load_node_credentials(self.swarm_dir / "certs")
         ca = self.load_ca()
         ctx = server_context(creds, ca.trusted, require_client_cert=False)
-        api = ClusterAPI(self.require_manager(), self.load_ca)
+        from manager.controlapi import ControlAPI
+        api = ClusterAPI(self.require_manager(), self.load_ca,
+                         ControlAPI(self.require_manager, self.pinned_image, self.load_ca))
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from daemon.engineapi import EngineAPI
 from daemon.node import NodeDaemon, NodeError
-from manager.controlapi import APIError, ControlAPI, error_response
+from manager.controlapi import ControlAPI, error_middleware, error_response
 
 log = logging.getLogger("shoal.api")
 
@@ -18,19 +18,12 @@ log = logging.getLogger("shoal.api")
 async def errors(request: web.Request, handler):
     try:
         return await handler(request)
-    except APIError as exc:
-        return error_response(exc.status, str(exc))
     except NodeError as exc:
         return error_response(exc.status, str(exc))
-    except web.HTTPException:
-        raise
-    except Exception as exc:  # a bug: say so without a traceback to the client
-        log.exception("%s %s failed", request.method, request.path)
-        return error_response(500, f"internal error: {exc}")
 
 
 def make_app(node: NodeDaemon) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=1 << 34)
+    app = web.Application(middlewares=[error_middleware, errors], client_max_size=1 << 34)
     app.add_routes(EngineAPI(node).routes())
     app.add_routes(ControlAPI(node.require_manager, node.pinned_image, node.load_ca).routes())
     return app

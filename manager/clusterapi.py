@@ -30,6 +30,7 @@ from manager.ca import (
     CAError, ClusterCA, Identity, PeerRejected, TokenError, check_peer, parse_identity, peer_identity, sign_csr,
 )
 from manager.ca.tokens import JoinTokens, token_role
+from manager.controlapi import ControlAPI, error_middleware
 from manager.manager import Manager
 from manager.store import Action, StoreError
 
@@ -43,9 +44,10 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class ClusterAPI:
-    def __init__(self, manager: Manager, get_ca: Callable[[], ClusterCA]):
+    def __init__(self, manager: Manager, get_ca: Callable[[], ClusterCA], control: ControlAPI | None = None):
         self.manager = manager
         self.get_ca = get_ca
+        self.control = control
         self.session_tasks: set[asyncio.Task] = set()
 
     def app(self) -> web.Application:
@@ -56,7 +58,20 @@ class ClusterAPI:
             web.post("/renew", self.renew),
             web.get("/session", self.session),
         ])
+        if self.control is not None:
+            # The control API for other managers (forwarded calls); never for workers.
+            control = web.Application(middlewares=[self._managers_only, error_middleware])
+            control.add_routes(self.control.routes())
+            app.add_subapp("/control", control)
         return app
+
+    @web.middleware
+    async def _managers_only(self, request: web.Request, handler):
+        try:
+            self.authenticate(request, roles=("manager",))
+        except PeerRejected as exc:
+            return _error(403, str(exc))
+        return await handler(request)
 
     # --- authentication -----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from typing import Any, Callable
 
 from aiohttp import web
@@ -36,6 +37,20 @@ async def read_json(request: web.Request) -> Any:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise APIError(400, "body: not valid JSON") from None
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """Errors become `{"message": ...}` with a status; a bug says so without a traceback."""
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return error_response(exc.status, str(exc))
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        logging.getLogger("shoal.api").exception("%s %s failed", request.method, request.path)
+        return error_response(500, f"internal error: {exc}")
 
 
 def find_one(objs: list, ref: str, kind: str, names: Callable[[Any], list[str]]) -> Any:

@@ -46,6 +46,30 @@ def split_addr(addr: str, default_port: int = DEFAULT_PORT, field: str = "ADDR")
     return host, int(port)
 
 
+async def _fetch_roots(host: str, port: int, ctx) -> tuple[bytes | None, bytes]:
+    """GET /ca on a raw TLS stream, so the server's certificate from this very handshake is
+    at hand; the request carries nothing secret."""
+    reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        server_der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        writer.write(f"GET /ca HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        raw = await reader.read(1 << 20)
+        while True:
+            more = await reader.read(1 << 20)
+            if not more:
+                break
+            raw += more
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1:2]
+    if status != [b"200"]:
+        raise JoinError(f"{host}:{port}: the manager did not serve its CA certificate")
+    return server_der, body
+
+
 async def join_cluster(addr: str, token_text: str, description: NodeDescription, advertise_addr: str = "",
                        timeout: float = 15) -> JoinResult:
     try:
@@ -58,11 +82,8 @@ async def join_cluster(addr: str, token_text: str, description: NodeDescription,
     try:
         # 1. Unverified connection: fetch the roots, and check them and the server's own
         #    certificate against the token's digest before anything secret is sent.
-        async with aiohttp.ClientSession(timeout=client_timeout) as s:
-            async with s.get(base + "/ca", ssl=bootstrap_client_context(token.ca_digest)) as resp:
-                ssl_object = resp.connection.transport.get_extra_info("ssl_object") if resp.connection else None
-                server_der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-                roots_pem = await resp.read()
+        server_der, roots_pem = await asyncio.wait_for(
+            _fetch_roots(host, port, bootstrap_client_context(token.ca_digest)), timeout)
         if not server_der:
             raise JoinError(f"{addr}: the manager presented no certificate")
         pinned = verify_presented_chain(server_der, token.ca_digest, roots_pem)

@@ -84,7 +84,7 @@ class RemoteSession:
                                            max_msg_size=64 << 20)
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status == 403:
-                    raise SessionRefused(exc.message) from None
+                    raise SessionRefused(await self._refusal(http, addr)) from None
                 raise
             async with ws:
                 self._ws = ws
@@ -108,6 +108,14 @@ class RemoteSession:
                 finally:
                     beat.cancel()
                     self._ws = None
+
+    async def _refusal(self, http: aiohttp.ClientSession, addr: str) -> str:
+        """The manager's reason for refusing us (the websocket handshake only carries a status)."""
+        try:
+            async with http.get(f"https://{addr}/session", ssl=self.ssl_context()) as resp:
+                return (await resp.json(content_type=None)).get("message", f"HTTP {resp.status}")
+        except Exception as exc:
+            return f"refused ({exc})"
 
     async def _heartbeats(self, ws) -> None:
         while not ws.closed:

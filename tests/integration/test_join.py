@@ -1,0 +1,133 @@
+"""Several real daemons on loopback forming one swarm over mutual TLS."""
+import json
+import signal
+import socket
+import ssl
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import new_daemon, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(busybox_tar):
+    made = []
+    try:
+        def add(name):
+            d = new_daemon(name)
+            made.append(d)
+            d.start()
+            d.cli("image", "import", str(busybox_tar), "busybox:latest")
+            return d
+        yield add
+    finally:
+        for d in made:
+            d.cleanup()
+
+
+def nodes(d):
+    return {n["Description"]["Hostname"]: n for n in d.api("/nodes")}
+
+
+def running_by_node(d, service):
+    host = {n["ID"]: n["Description"]["Hostname"] for n in d.api("/nodes")}
+    out = {}
+    for t in d.api_tasks(service):
+        if t["DesiredState"] == "running" and t["Status"]["State"] == "running":
+            out[host[t["NodeID"]]] = out.get(host[t["NodeID"]], 0) + 1
+    return out
+
+
+def test_join_spread_failover_drain_and_removal(cluster):
+    port = free_port()
+    m1 = cluster("m1")
+    m1.cli("swarm", "init", "--listen-addr", f"127.0.0.1:{port}", "--advertise-addr", f"127.0.0.1:{port}")
+    token = m1.cli("swarm", "join-token", "-q", "worker").stdout.strip()
+    assert token.startswith("SHLTKN-1-")
+    assert f"shoal swarm join --token {token} 127.0.0.1:{port}" in m1.cli("swarm", "join-token", "worker").stdout
+
+    # bad tokens: refused with a clear message, no trace in node ls
+    w1 = cluster("w1")
+    for bad, why in ((token[:-3] + "zzz", "join token"), ("SHLTKN-1-nope", "join token"),
+                     ("SHLTKN-1-" + "0" * 64 + "-" + token.rsplit("-", 1)[1], "does not match")):
+        r = w1.cli("swarm", "join", "--token", bad, f"127.0.0.1:{port}", check=False)
+        assert r.returncode != 0 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
+    rotated = m1.cli("swarm", "join-token", "-q", "--rotate", "worker").stdout.strip()
+    assert rotated != token
+    r = w1.cli("swarm", "join", "--token", token, f"127.0.0.1:{port}", check=False)
+    assert r.returncode != 0 and "join token" in r.stderr
+    assert list(nodes(m1)) == ["m1"]
+
+    t0 = time.monotonic()
+    w1.cli("swarm", "join", "--token", rotated, f"127.0.0.1:{port}")
+    join_s = time.monotonic() - t0
+    w2 = cluster("w2")
+    w2.cli("swarm", "join", "--token", rotated, f"127.0.0.1:{port}")
+    wait_for(lambda: all(n["Status"]["State"] == "ready" for n in nodes(m1).values()) and len(nodes(m1)) == 3,
+             20, what="3 ready nodes")
+    ls = m1.cli("node", "ls").stdout
+    assert ls.count("Ready") == 3 and "Leader" in ls
+    print(f"join_s={join_s:.2f}")
+
+    # a worker's certificate never reaches the control API
+    certs = w1.state_dir / "swarm" / "certs"
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(certs / "node.pem"))
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"https://127.0.0.1:{port}/control/nodes", context=ctx, timeout=10)
+    assert err.value.code == 403
+    with pytest.raises(urllib.error.HTTPError) as err:  # and no certificate at all gets nothing either
+        nocert = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        nocert.check_hostname = False
+        urllib.request.urlopen(f"https://127.0.0.1:{port}/control/nodes", context=nocert, timeout=10)
+    assert err.value.code == 403
+
+    # spread: 6 replicas, 2 per node
+    m1.cli("service", "create", "--name", "web", "--replicas", "6", "--detach", "busybox",
+           "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done")
+    wait_for(lambda: running_by_node(m1, "web") == {"m1": 2, "w1": 2, "w2": 2}, 60, what="2 tasks per node")
+
+    # killing a worker's daemon moves its tasks to the others
+    w2_pids = [t["Status"]["ContainerStatus"]["PID"] for t in m1.api_tasks("web")
+               if t["Status"]["State"] == "running" and nodes(m1)["w2"]["ID"] == t["NodeID"]]
+    t0 = time.monotonic()
+    w2.stop(signal.SIGKILL)
+    wait_for(lambda: sum(running_by_node(m1, "web").get(h, 0) for h in ("m1", "w1")) == 6, 30,
+             0.1, what="tasks rescheduled")
+    failover_s = time.monotonic() - t0
+    print(f"failover_s={failover_s:.2f}")
+    assert nodes(m1)["w2"]["Status"]["State"] == "down"
+    # when it returns it stops the tasks that were moved away
+    w2.start()
+    wait_for(lambda: nodes(m1)["w2"]["Status"]["State"] == "ready", 20, what="w2 back")
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in w2_pids), 30, what="moved tasks stopped on w2")
+    assert sum(running_by_node(m1, "web").values()) == 6
+
+    # drain empties a node; pause takes no new tasks
+    m1.cli("node", "update", "--availability", "drain", "w1")
+    wait_for(lambda: "w1" not in running_by_node(m1, "web") and sum(running_by_node(m1, "web").values()) == 6,
+             30, what="w1 drained")
+    m1.cli("node", "update", "--availability", "pause", "w1")
+    m1.cli("service", "scale", "web=8", "--detach")
+    wait_for(lambda: sum(running_by_node(m1, "web").values()) == 8, 30, what="scaled to 8")
+    assert "w1" not in running_by_node(m1, "web")
+
+    # a removed node's certificate is refused from then on
+    w1.stop(signal.SIGKILL)
+    wait_for(lambda: nodes(m1)["w1"]["Status"]["State"] == "down", 20, what="w1 down")
+    m1.cli("node", "rm", "w1")
+    assert "w1" not in nodes(m1)
+    w1.start()
+    time.sleep(3)
+    assert "w1" not in nodes(m1)
+    assert "removed" in w1.log_path.read_text()
