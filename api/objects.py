@@ -251,11 +251,19 @@ class EngineDescription:
 
 
 @dataclass
+class TLSInfo:
+    trust_root: str = ""  # PEM of the root certificates trusted
+    cert_issuer_subject: str = ""  # base64 DER of the issuer's subject
+    cert_issuer_public_key: str = ""  # base64 DER of the issuer's public key
+
+
+@dataclass
 class NodeDescription:
     hostname: str = ""
     platform: Platform = field(default_factory=Platform)
     resources: Resources = field(default_factory=Resources)
     engine: EngineDescription = field(default_factory=EngineDescription)
+    tls_info: Optional[TLSInfo] = None
 
 
 @dataclass
@@ -327,7 +335,9 @@ class Cluster:
     updated_at: str = ""
     spec: SwarmSpec = field(default_factory=SwarmSpec)
     join_tokens: JoinTokens = field(default_factory=JoinTokens)
-    root_ca_digest: str = ""
+    root_ca_digest: str = ""  # sha256 of the root that signs now (the one join tokens pin)
+    tls_info: TLSInfo = field(default_factory=TLSInfo)  # trust_root: every root trusted now
+    root_rotation_in_progress: bool = False
 
 
 # The tables of the replicated store, by kind.

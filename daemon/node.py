@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import datetime as dt
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api.ids import new_id
+from daemon import certs
 from api.objects import (
     CAConfig, Cluster, EngineDescription, JoinTokens, ManagerStatus, Node, NodeDescription, NodeSpec,
     NodeStatus, Platform, Resources, SECOND, SwarmSpec,
@@ -83,7 +85,11 @@ class NodeDaemon:
         self.identity: dict = {}
         self._tasks: list[asyncio.Task] = []
         self._cluster_port: web.AppRunner | None = None
+        self._cluster_api: ClusterAPI | None = None
         self._lock = asyncio.Lock()  # init, join and leave one at a time
+        self._last_ca: dict | None = None
+        self._cert_task: asyncio.Task | None = None
+        self._jitter = certs.renewal_jitter()
 
     @property
     def swarm_dir(self) -> Path:
@@ -129,9 +135,7 @@ class NodeDaemon:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks = []
-        if self._cluster_port:
-            await self._cluster_port.cleanup()
-            self._cluster_port = None
+        await self._close_cluster_port()
         if self.manager:
             await self.manager.stop()
         if stop_containers:
@@ -165,11 +169,18 @@ class NodeDaemon:
         return self.manager
 
     def describe(self) -> NodeDescription:
+        info = None
+        if (self.swarm_dir / "certs").exists():
+            try:
+                info = certs.tls_info(ca_storage.load_node_credentials(self.swarm_dir / "certs"))
+            except Exception as exc:  # unreadable credentials: say so in the log, describe the rest
+                log.warning("node credentials: %s", exc)
         return NodeDescription(
             hostname=self.config.hostname,
             platform=Platform(architecture=platform.machine(), os="linux"),
             resources=Resources(nano_cpus=(os.cpu_count() or 1) * SECOND, memory_bytes=memory_total()),
             engine=EngineDescription(engine_version=VERSION),
+            tls_info=info,
         )
 
     def load_ca(self) -> ClusterCA:
@@ -198,6 +209,7 @@ class NodeDaemon:
             cluster = Cluster(
                 id=cluster_id, spec=SwarmSpec(ca_config=CAConfig()),
                 join_tokens=JoinTokens(worker=tokens.worker, manager=tokens.manager), root_ca_digest=ca.digest,
+                tls_info=certs.root_tls_info(ca.signer.cert, ca.trust_bundle_pem),
             )
             node = Node(
                 id=node_id,
@@ -261,6 +273,122 @@ class NodeDaemon:
 
     # --- wiring ---------------------------------------------------------------------------
 
+    # --- certificates -------------------------------------------------------------------------
+
+    def _on_ca_info(self, info: dict) -> None:
+        """The managers' current roots arrived over the session: follow them (worker side)."""
+        self._last_ca = info
+        if self._cert_task is None or self._cert_task.done():
+            self._cert_task = asyncio.create_task(self._check_worker_cert())
+
+    async def _check_worker_cert(self) -> None:
+        info = self._last_ca or {}
+        certs_dir = self.swarm_dir / "certs"
+        try:
+            creds = ca_storage.load_node_credentials(certs_dir)
+            if info.get("TrustRoot") and certs.save_trust_bundle(certs_dir, creds, info["TrustRoot"]):
+                log.info("trusted roots updated by the managers")
+                creds = ca_storage.load_node_credentials(certs_dir)
+            now = dt.datetime.now(dt.timezone.utc)
+            if certs.wants_renewal(creds, info.get("RootDigest", ""), now, self._jitter) and self.session:
+                await certs.renew_remote(certs_dir, self.session.current_manager)
+                log.info("node certificate renewed")
+                await self.session.reconnect()  # present the new certificate
+        except Exception as exc:
+            log.warning("certificate renewal failed, will retry: %s", exc)
+
+    async def _worker_cert_loop(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            await self._check_worker_cert()
+
+    async def _manager_cert_loop(self) -> None:
+        """Renew the manager's own certificate, and finish a root rotation once every other
+        node holds a certificate from the new root."""
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                await self._manager_cert_step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("certificate upkeep: %s", exc)
+
+    async def _manager_cert_step(self) -> None:
+        m = self.manager
+        cluster = m.cluster if m else None
+        if cluster is None:
+            return
+        certs_dir = self.swarm_dir / "certs"
+        creds = ca_storage.load_node_credentials(certs_dir)
+        ca = self.load_ca()
+        if cluster.root_rotation_in_progress:
+            others = [n for n in m.store.list("node") if n.id != self.node_id]
+            want = cluster.tls_info.cert_issuer_public_key
+            if all(n.description.tls_info and n.description.tls_info.cert_issuer_public_key == want for n in others):
+                await self._finish_ca_rotation()
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        if certs.wants_renewal(creds, cluster.root_ca_digest, now, self._jitter):
+            self._issue_own_cert(ca, ca.trusted)
+            await self._restart_cluster_port()
+            await m.dispatcher.node_up(self.node_id, self.describe(), m.store.get("node", self.node_id).status.addr)
+
+    def _issue_own_cert(self, ca: ClusterCA, trusted) -> None:
+        cluster = self.manager.cluster
+        key = make_node_key()
+        expiry = dt.timedelta(seconds=cluster.spec.ca_config.node_cert_expiry / SECOND)
+        cert = sign_csr(ca, make_csr(key), self.node_id, "manager", cluster.id, expiry)
+        ca_storage.save_node_credentials(self.swarm_dir / "certs", key, cert, trusted)
+
+    async def start_ca_rotation(self) -> None:
+        """`shoal swarm ca --rotate`: a new root signs from now on; both are trusted until every
+        node has a certificate from the new one."""
+        m = self.require_manager()
+        cluster = m.cluster
+        if cluster.root_rotation_in_progress:
+            raise NodeError("a root CA rotation is already in progress")
+        ca = self.load_ca().start_rotation()
+        creds = ca_storage.load_node_credentials(self.swarm_dir / "certs")
+        ca_storage.save_node_credentials(self.swarm_dir / "certs", creds.key, creds.cert, ca.trusted)
+        ca_storage.save_ca(self.swarm_dir / "ca", ca)
+        await self._restart_cluster_port()  # trust clients of both roots
+        new = copy.deepcopy(cluster)
+        new.root_rotation_in_progress = True
+        new.root_ca_digest = ca.digest
+        new.tls_info = certs.root_tls_info(ca.signer.cert, ca.trust_bundle_pem)
+        tokens = CAJoinTokens(worker=cluster.join_tokens.worker, manager=cluster.join_tokens.manager).with_ca(ca.signer.cert)
+        new.join_tokens = JoinTokens(worker=tokens.worker, manager=tokens.manager)
+        await m.propose([Action("update", "cluster", new)])
+
+    async def _finish_ca_rotation(self) -> None:
+        m = self.manager
+        ca = self.load_ca().finish_rotation()
+        self._issue_own_cert(ca, ca.trusted)
+        ca_storage.save_ca(self.swarm_dir / "ca", ca)
+        cluster = m.cluster
+        new = copy.deepcopy(cluster)
+        new.root_rotation_in_progress = False
+        new.tls_info = certs.root_tls_info(ca.signer.cert, ca.trust_bundle_pem)
+        await m.propose([Action("update", "cluster", new)])
+        await m.dispatcher.node_up(self.node_id, self.describe(), m.store.get("node", self.node_id).status.addr)
+        await self._restart_cluster_port()
+        log.info("root CA rotation complete")
+
+    async def _close_cluster_port(self) -> None:
+        if self._cluster_port is None:
+            return
+        # Sessions are long-lived websockets: end them now (their nodes reconnect at once)
+        # rather than letting the server wait for them to finish.
+        for t in list(self._cluster_api.session_tasks):
+            t.cancel()
+        await self._cluster_port.cleanup()
+        self._cluster_port = None
+
+    async def _restart_cluster_port(self) -> None:
+        await self._close_cluster_port()
+        await self._serve_cluster_port(self.identity.get("ListenAddr") or self.config.listen_addr)
+
     async def _serve_cluster_port(self, listen: str) -> None:
         host, port = split_addr(listen, field="--listen-addr")
         creds = ca_storage.load_node_credentials(self.swarm_dir / "certs")
@@ -269,7 +397,7 @@ class NodeDaemon:
         from manager.controlapi import ControlAPI
         api = ClusterAPI(self.require_manager(), self.load_ca,
                          ControlAPI(self.require_manager, self.pinned_image, self.load_ca))
-        runner = web.AppRunner(api.app(), access_log=None)
+        runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)
         try:
@@ -278,12 +406,14 @@ class NodeDaemon:
             await runner.cleanup()
             raise
         self._cluster_port = runner
+        self._cluster_api = api
         log.info("cluster port listening on %s:%d (mutual TLS)", host, port)
 
     async def _start_agent(self) -> None:
         self.agent = Agent(self.node_id, self.runtime, self.images)
         self.agent.adopt_existing()
         if self.manager is not None:
+            self._tasks.append(asyncio.create_task(self._manager_cert_loop(), name="cert-upkeep"))
             session = self.manager.dispatcher.open_session(self.node_id, local=True)
             await self.manager.dispatcher.node_up(self.node_id, self.describe(),
                                                   split_addr(self.identity.get("AdvertiseAddr") or "127.0.0.1:2377")[0])
@@ -296,9 +426,10 @@ class NodeDaemon:
 
             advertise = self.identity.get("AdvertiseAddr") or ""
             session = RemoteSession(self.identity.get("Managers", []), ssl_ctx, self.describe,
-                                    split_addr(advertise)[0] if advertise else "")
+                                    split_addr(advertise)[0] if advertise else "", on_ca=self._on_ca_info)
             self.session = session
             self._tasks.append(asyncio.create_task(session.run(), name="session"))
+            self._tasks.append(asyncio.create_task(self._worker_cert_loop(), name="cert-renewal"))
         self._tasks.append(asyncio.create_task(self.agent.run(session), name="agent"))
 
 

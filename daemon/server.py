@@ -25,7 +25,7 @@ async def errors(request: web.Request, handler):
 def make_app(node: NodeDaemon) -> web.Application:
     app = web.Application(middlewares=[error_middleware, errors], client_max_size=1 << 34)
     app.add_routes(EngineAPI(node).routes())
-    app.add_routes(ControlAPI(node.require_manager, node.pinned_image, node.load_ca).routes())
+    app.add_routes(ControlAPI(node.require_manager, node.pinned_image, node.load_ca, node.start_ca_rotation).routes())
     return app
 
 

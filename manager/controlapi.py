@@ -98,10 +98,12 @@ def parse_filters(request: web.Request) -> dict[str, list[str]]:
 
 
 class ControlAPI:
-    def __init__(self, get_manager: Callable[[], Manager], resolve_image: ImageResolver, get_ca: Callable):
+    def __init__(self, get_manager: Callable[[], Manager], resolve_image: ImageResolver, get_ca: Callable,
+                 rotate_ca: Callable | None = None):
         self.get_manager = get_manager
         self.resolve_image = resolve_image
         self.get_ca = get_ca
+        self.rotate_ca = rotate_ca
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -111,6 +113,7 @@ class ControlAPI:
             web.post("/nodes/{id}/update", self.node_update),
             web.delete("/nodes/{id}", self.node_remove),
             web.post("/swarm/update", self.swarm_update),
+            web.post("/swarm/ca/rotate", self.ca_rotate),
             web.get("/services", self.service_list),
             web.post("/services/create", self.service_create),
             web.get("/services/{id}", self.service_inspect),
@@ -212,6 +215,13 @@ class ControlAPI:
                 tokens = tokens.rotate("manager", ca_cert)
             new.join_tokens.worker, new.join_tokens.manager = tokens.worker, tokens.manager
         await self._propose(m, [Action("update", "cluster", new)])
+        return web.Response(status=200)
+
+    async def ca_rotate(self, request: web.Request) -> web.Response:
+        self.get_manager()
+        if self.rotate_ca is None:
+            raise APIError(501, "root CA rotation is only served on the node's own socket")
+        await self.rotate_ca()
         return web.Response(status=200)
 
     # --- services -------------------------------------------------------------------------

@@ -22,8 +22,13 @@ def assignments_for(store: Store, node_id: str) -> list[Task]:
     return [t for t in store.list("task") if t.node_id == node_id]
 
 
-def assignment_message(tasks: list[Task]) -> dict:
-    return {"Type": "assignments", "Tasks": [codec.encode(t) for t in tasks]}
+def assignment_message(tasks: list[Task], cluster=None) -> dict:
+    """The node's whole task set, and the roots the cluster trusts now (so that nodes follow
+    a CA rotation over their authenticated session)."""
+    msg: dict = {"Type": "assignments", "Tasks": [codec.encode(t) for t in tasks]}
+    if cluster is not None:
+        msg["CA"] = {"TrustRoot": cluster.tls_info.trust_root, "RootDigest": cluster.root_ca_digest}
+    return msg
 
 
 def parse_status_updates(message: Any) -> list[tuple[str, TaskStatus]]:
@@ -53,7 +58,9 @@ class Session:
         """Waits until the node's assignment set may have changed, then returns it whole."""
         await self._changed.wait()
         self._changed.clear()
-        return assignment_message(assignments_for(self.dispatcher.store, self.node_id))
+        store = self.dispatcher.store
+        clusters = store.list("cluster")
+        return assignment_message(assignments_for(store, self.node_id), clusters[0] if clusters else None)
 
     async def report(self, message: Any) -> None:
         updates = parse_status_updates(message)
@@ -122,6 +129,8 @@ class Dispatcher:
         for c in changes:
             if c.kind == "task" and c.obj.node_id:
                 touched.add(c.obj.node_id)
+            elif c.kind == "cluster":
+                touched.update(self.sessions)
         for node_id in touched:
             for s in self.sessions.get(node_id, []):
                 s._changed.set()

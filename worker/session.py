@@ -24,7 +24,10 @@ class SessionRefused(Exception):
 
 class RemoteSession:
     def __init__(self, managers: list[str], ssl_context: Callable[[], ssl.SSLContext],
-                 describe: Callable[[], NodeDescription], advertise_addr: str = ""):
+                 describe: Callable[[], NodeDescription], advertise_addr: str = "",
+                 on_ca: Callable[[dict], Any] | None = None):
+        self.on_ca = on_ca
+        self.current_manager = managers[0] if managers else ""
         self.managers = list(managers)
         self.ssl_context = ssl_context
         self.describe = describe
@@ -53,6 +56,12 @@ class RemoteSession:
     def heartbeat(self) -> None:
         pass  # the session sends its own heartbeats
 
+    async def reconnect(self) -> None:
+        """Start a new session (e.g. to present a renewed certificate)."""
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            await ws.close()
+
     # --- connection loop ----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -60,6 +69,7 @@ class RemoteSession:
         index = 0
         while True:
             addr = self.managers[index % len(self.managers)]
+            self.current_manager = addr
             try:
                 await self._connect_once(addr)
                 backoff = 0.1
@@ -105,6 +115,8 @@ class RemoteSession:
                         if isinstance(msg, dict) and msg.get("Type") == "assignments":
                             self._latest = msg
                             self._have_latest.set()
+                            if self.on_ca and isinstance(msg.get("CA"), dict):
+                                self.on_ca(msg["CA"])
                 finally:
                     beat.cancel()
                     self._ws = None

@@ -94,3 +94,30 @@ def update(ctx: typer.Context,
         spec.setdefault("Orchestration", {})["TaskHistoryRetentionLimit"] = task_history_limit
     c.post("/swarm/update", params={"version": str(swarm["Version"]["Index"])}, body=spec)
     typer.echo("Swarm updated.")
+
+
+@app.command("ca")
+def ca(ctx: typer.Context,
+       rotate: bool = typer.Option(False, "--rotate", help="Replace the root CA and reissue every node's certificate."),
+       detach: bool = typer.Option(False, "--detach", "-d", help="Do not wait for the rotation to finish."),
+       quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress progress output.")) -> None:
+    """Print the root CA certificate(s), or rotate the root CA."""
+    import base64
+    import time
+    c = client(ctx)
+    if rotate:
+        c.post("/swarm/ca/rotate")
+        while not detach:
+            swarm = c.get("/swarm")
+            want = swarm.get("TLSInfo", {}).get("CertIssuerPublicKey", "")
+            nodes = c.get("/nodes")
+            done = sum(1 for n in nodes if (n.get("Description", {}).get("TLSInfo") or {}).get("CertIssuerPublicKey") == want)
+            if not quiet:
+                typer.echo(f"rotated TLS certificates: {done}/{len(nodes)} nodes")
+            if not swarm.get("RootRotationInProgress"):
+                if not quiet:
+                    typer.echo("rotated CA certificates: done")
+                break
+            time.sleep(1)
+    swarm = c.get("/swarm")
+    typer.echo(swarm.get("TLSInfo", {}).get("TrustRoot", "").strip())

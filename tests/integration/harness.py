@@ -142,6 +142,10 @@ class Daemon:
     def cleanup(self) -> None:
         """Leave nothing: daemon, container processes, mounts, cgroups, files."""
         self.stop(signal.SIGKILL)
+        keep = Path(tempfile.gettempdir()) / "shoal-last-logs"  # for reading after a failed test
+        keep.mkdir(exist_ok=True)
+        if self.log_path.exists():
+            shutil.copy(self.log_path, keep / f"{self.hostname}.log")
         for _ in range(50):
             pids = pids_in_cgroups(self.cgroup_parent)
             for pid in pids:

@@ -131,3 +131,36 @@ def test_join_spread_failover_drain_and_removal(cluster):
     time.sleep(3)
     assert "w1" not in nodes(m1)
     assert "removed" in w1.log_path.read_text()
+
+
+def test_ca_rotation_keeps_nodes_and_tasks(cluster):
+    port = free_port()
+    m1 = cluster("m1")
+    m1.cli("swarm", "init", "--listen-addr", f"127.0.0.1:{port}", "--advertise-addr", f"127.0.0.1:{port}")
+    token = m1.cli("swarm", "join-token", "-q", "worker").stdout.strip()
+    w1 = cluster("w1")
+    w1.cli("swarm", "join", "--token", token, f"127.0.0.1:{port}")
+    wait_for(lambda: len(nodes(m1)) == 2 and all(n["Status"]["State"] == "ready" for n in nodes(m1).values()),
+             20, what="2 ready nodes")
+    m1.cli("service", "create", "--name", "web", "--replicas", "2", "--detach", "busybox",
+           "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done")
+    wait_for(lambda: running_by_node(m1, "web") == {"m1": 1, "w1": 1}, 60, what="1 task per node")
+    pids = {t["ID"]: t["Status"]["ContainerStatus"]["PID"] for t in m1.api_tasks("web")}
+    old_root = m1.json("swarm", "inspect")["TLSInfo"]["TrustRoot"]
+
+    out = m1.cli("swarm", "ca", "--rotate", timeout=90).stdout
+    assert "rotated CA certificates: done" in out
+    swarm = m1.json("swarm", "inspect")
+    assert swarm["TLSInfo"]["TrustRoot"] != old_root and not swarm.get("RootRotationInProgress")
+    new_token = m1.cli("swarm", "join-token", "-q", "worker").stdout.strip()
+    assert new_token != token and new_token.rsplit("-", 1)[1] == token.rsplit("-", 1)[1]
+    # every node holds a certificate from the new root, is Ready, and no task was restarted
+    wait_for(lambda: all(n["Status"]["State"] == "ready" for n in nodes(m1).values()), 20, what="nodes ready")
+    for n in nodes(m1).values():
+        assert n["Description"]["TLSInfo"]["CertIssuerPublicKey"] == swarm["TLSInfo"]["CertIssuerPublicKey"]
+    assert {t["ID"]: t["Status"]["ContainerStatus"]["PID"] for t in m1.api_tasks("web")} == pids
+    w1_ca = (w1.state_dir / "swarm" / "certs" / "ca.crt").read_text()
+    assert w1_ca.strip() == swarm["TLSInfo"]["TrustRoot"].strip()
+    # the session still works after the rotation: a scale reaches the worker
+    m1.cli("service", "scale", "web=4", "--detach")
+    wait_for(lambda: running_by_node(m1, "web") == {"m1": 2, "w1": 2}, 60, what="scaled over both nodes")
