@@ -9,6 +9,7 @@ import typer
 
 from cli.client import CLIError, Client
 from cli.commands import image, node, service, stack, swarm
+from cli import dev
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -26,6 +27,7 @@ app.add_typer(node.app, name="node")
 app.add_typer(service.app, name="service")
 app.add_typer(image.app, name="image")
 app.add_typer(stack.app, name="stack")
+app.add_typer(dev.app, name="dev")
 
 
 def main() -> None:
