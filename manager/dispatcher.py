@@ -114,9 +114,17 @@ class Dispatcher:
         new.status = NodeStatus(state="ready", message="", addr=addr)
         await self.propose([Action("update", "node", new)])
 
+    def grant_grace(self) -> None:
+        """A manager that (re)starts has heard from nobody yet: every node gets a full heartbeat
+        window to reconnect before it is marked down, so a manager restart moves no task."""
+        now = time.monotonic()
+        for node in self.store.list("node"):
+            self.last_heartbeat.setdefault(node.id, now)
+
     async def monitor(self) -> None:
         """Marks nodes down when they stop sending heartbeats (or their session closed and
         did not come back within the grace)."""
+        self.grant_grace()
         while True:
             await asyncio.sleep(min(0.5, self.heartbeat_s / 2))
             now = time.monotonic()

@@ -164,3 +164,40 @@ def test_ca_rotation_keeps_nodes_and_tasks(cluster):
     # the session still works after the rotation: a scale reaches the worker
     m1.cli("service", "scale", "web=4", "--detach")
     wait_for(lambda: running_by_node(m1, "web") == {"m1": 2, "w1": 2}, 60, what="scaled over both nodes")
+
+
+def test_session_survives_manager_restart_and_worker_leaves(cluster):
+    port = free_port()
+    m1 = cluster("m1")
+    m1.cli("swarm", "init", "--listen-addr", f"127.0.0.1:{port}", "--advertise-addr", f"127.0.0.1:{port}")
+    w1 = cluster("w1")
+    w1.cli("swarm", "join", "--token", m1.cli("swarm", "join-token", "-q", "worker").stdout.strip(),
+           f"127.0.0.1:{port}")
+    r = w1.cli("node", "ls", check=False)  # a worker is not a manager
+    assert r.returncode != 0 and "not a swarm manager" in r.stderr
+    m1.cli("node", "update", "--availability", "drain", "m1")
+    m1.cli("service", "create", "--name", "web", "--replicas", "2", "--detach", "busybox",
+           "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done")
+    wait_for(lambda: running_by_node(m1, "web") == {"w1": 2}, 60, what="2 tasks on w1")
+    pids = sorted(t["Status"]["ContainerStatus"]["PID"] for t in m1.api_tasks("web"))
+
+    before = {t["ID"] for t in m1.api_tasks("web")}
+    m1.stop()
+    time.sleep(1)
+    m1.start()
+    wait_for(lambda: nodes(m1)["w1"]["Status"]["State"] == "ready", 20, what="w1 reconnected")
+    time.sleep(3)
+    assert {t["ID"] for t in m1.api_tasks("web")} == before, "a manager restart must not move tasks"
+    assert nodes(m1)["w1"]["Status"]["State"] == "ready"
+    m1.cli("service", "scale", "web=3", "--detach")
+    wait_for(lambda: running_by_node(m1, "web") == {"w1": 3}, 30, what="scale reaches w1 after restart")
+    now = [t for t in m1.api_tasks("web") if t["Status"]["State"] == "running"]
+    assert set(pids) <= {t["Status"]["ContainerStatus"]["PID"] for t in now}, now
+
+    w1.cli("swarm", "leave")
+    assert not [c for c in (w1.state_dir / "containers").iterdir()], "leaving removes the node's containers"
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    wait_for(lambda: nodes(m1)["w1"]["Status"]["State"] == "down", 20, what="w1 down after leaving")
+    m1.cli("node", "rm", "w1")
+    assert list(nodes(m1)) == ["m1"]
