@@ -338,6 +338,12 @@ class Cluster:
     root_ca_digest: str = ""  # sha256 of the root that signs now (the one join tokens pin)
     tls_info: TLSInfo = field(default_factory=TLSInfo)  # trust_root: every root trusted now
     root_rotation_in_progress: bool = False
+    # 1: workers move to the new root; 2: managers do; then only the new root is trusted.
+    root_rotation_phase: int = 0
+    # The signing root, replicated so that any manager can sign once it leads. The key never
+    # leaves the managers: the control API does not return it.
+    root_ca_cert: str = ""
+    root_ca_key: str = ""
 
 
 # The tables of the replicated store, by kind.

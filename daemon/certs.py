@@ -73,8 +73,8 @@ def save_trust_bundle(certs_dir: Path, creds: NodeCredentials, trust_root_pem: s
     return True
 
 
-async def renew_remote(certs_dir: Path, manager_addr: str, timeout: float = 15) -> NodeCredentials:
-    """Ask a manager for a new certificate (new key) over mutual TLS with the current one."""
+async def renew_remote(certs_dir: Path, manager_addr: str, timeout: float = 15, redirects: int = 3) -> NodeCredentials:
+    """Ask the leader for a new certificate (new key) over mutual TLS with the current one."""
     creds = ca_storage.load_node_credentials(certs_dir)
     key = make_node_key()
     body = msgpack.packb({"CSR": make_csr(key)})
@@ -83,6 +83,10 @@ async def renew_remote(certs_dir: Path, manager_addr: str, timeout: float = 15) 
         async with http.post(f"https://{manager_addr}/renew", data=body, ssl=ctx,
                              headers={"Content-Type": "application/msgpack"}) as resp:
             payload = await resp.read()
+            if resp.status == 421 and redirects > 0:
+                leader = (await resp.json(content_type=None)).get("Leader") or ""
+                if leader:
+                    return await renew_remote(certs_dir, leader, timeout, redirects - 1)
             if resp.status >= 400:
                 raise RuntimeError(f"renewal refused: {payload.decode(errors='replace')[:200]}")
     reply = msgpack.unpackb(payload, raw=False)

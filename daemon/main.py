@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from daemon.node import NodeConfig, NodeDaemon, default_hostname
+from daemon.node import NodeConfig, NodeDaemon, NodeError, default_hostname
 from daemon.server import make_app, serve_unix
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
@@ -28,6 +28,8 @@ def shoald(
     listen_addr: str = typer.Option("0.0.0.0:2377", "--listen-addr", help="Address for the cluster port (mutual TLS between nodes)."),
     advertise_addr: str = typer.Option("", "--advertise-addr", help="Address other nodes use to reach this one."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    force_new_cluster: bool = typer.Option(False, "--force-new-cluster",
+                                           help="Disaster recovery: restart this manager as a cluster of one from its state, keeping services and tasks."),
 ) -> None:
     """Run the Shoal node daemon in the foreground. Every node is a worker; after `shoal swarm
     init` (or joining as a manager) it is a manager too. Containers keep running when the daemon
@@ -40,7 +42,7 @@ def shoald(
     config = NodeConfig(state_dir=state_dir, hostname=hostname or default_hostname(), cgroup_parent=cgroup_parent,
                         listen_addr=listen_addr, advertise_addr=advertise_addr)
     try:
-        asyncio.run(_serve(config, socket_path))
+        asyncio.run(_serve(config, socket_path, force_new_cluster))
     except PermissionError as exc:
         typer.echo(f"shoald: {exc.filename or ''}: permission denied (shoald must run as root)", err=True)
         raise typer.Exit(1)
@@ -49,9 +51,12 @@ def shoald(
         raise typer.Exit(1)
 
 
-async def _serve(config: NodeConfig, socket_path: Path) -> None:
+async def _serve(config: NodeConfig, socket_path: Path, force_new_cluster: bool = False) -> None:
     node = NodeDaemon(config)
-    await node.start()
+    try:
+        await node.start(force_new_cluster)
+    except NodeError as exc:
+        raise SystemExit(f"shoald: {exc}")
     runner = await serve_unix(make_app(node), socket_path)
     logging.getLogger("shoal").info("shoald listening on %s (state in %s)", socket_path, config.state_dir)
     stop = asyncio.Event()

@@ -24,7 +24,8 @@ from api.objects import (
 )
 from manager.ca import storage as ca_storage
 from manager.ca.certs import make_csr, make_node_key, sign_csr
-from manager.ca.root import ClusterCA
+from manager.ca.pem import as_certs, as_key, cert_pem, key_pem
+from manager.ca.root import ClusterCA, RootCA
 from manager.ca.tls import client_context, server_context
 from manager.ca.tokens import JoinTokens as CAJoinTokens
 from manager.clusterapi import ClusterAPI
@@ -86,6 +87,7 @@ class NodeDaemon:
         self._tasks: list[asyncio.Task] = []
         self._cluster_port: web.AppRunner | None = None
         self._cluster_api: ClusterAPI | None = None
+        self._listener_creds: bytes = b""
         self._lock = asyncio.Lock()  # init, join and leave one at a time
         self._last_ca: dict | None = None
         self._cert_task: asyncio.Task | None = None
@@ -94,6 +96,10 @@ class NodeDaemon:
     @property
     def swarm_dir(self) -> Path:
         return self.state_dir / "swarm"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.swarm_dir / "certs"
 
     def _identity_path(self) -> Path:
         return self.swarm_dir / "node.json"
@@ -107,18 +113,23 @@ class NodeDaemon:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, force_new_cluster: bool = False) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         if not self._identity_path().exists():
+            if force_new_cluster:
+                raise NodeError("--force-new-cluster: this node holds no swarm state to recover from")
             return
         self.identity = json.loads(self._identity_path().read_text())
         self.node_id = self.identity["NodeID"]
+        if force_new_cluster:
+            if self.identity.get("Role") != "manager":
+                raise NodeError("--force-new-cluster: this node is not a manager; only a manager's state can be recovered")
+            from manager.raft.recover import force_new_cluster as recover
+            recover(self.state_dir / "raft", self.node_id)
+            log.warning("forced a new cluster of one from this manager's state")
         if self.identity.get("Role") == "manager":
-            self.manager = Manager(self.state_dir, self.node_id)
-            self.manager.load()
-            await self.manager.start()
-            await self._serve_cluster_port(self.identity.get("ListenAddr") or self.config.listen_addr)
+            await self._start_manager(bootstrap=False)
         await self._start_agent()
 
     async def stop(self) -> None:
@@ -170,9 +181,9 @@ class NodeDaemon:
 
     def describe(self) -> NodeDescription:
         info = None
-        if (self.swarm_dir / "certs").exists():
+        if self.certs_dir.exists():
             try:
-                info = certs.tls_info(ca_storage.load_node_credentials(self.swarm_dir / "certs"))
+                info = certs.tls_info(ca_storage.load_node_credentials(self.certs_dir))
             except Exception as exc:  # unreadable credentials: say so in the log, describe the rest
                 log.warning("node credentials: %s", exc)
         return NodeDescription(
@@ -184,7 +195,17 @@ class NodeDaemon:
         )
 
     def load_ca(self) -> ClusterCA:
-        return ca_storage.load_ca(self.swarm_dir / "ca")
+        """The cluster's CA as the replicated store holds it (any manager can sign once it leads)."""
+        cluster = self.require_manager().cluster
+        if cluster is None or not cluster.root_ca_key:
+            raise NodeError("swarm: the cluster CA is not available on this manager yet")
+        signer = RootCA(cert=as_certs(cluster.root_ca_cert.encode(), "RootCACert")[0],
+                        key=as_key(cluster.root_ca_key.encode(), "RootCAKey"))
+        return ClusterCA(signer=signer, trusted=as_certs(cluster.tls_info.trust_root.encode(), "TrustRoot"))
+
+    def _client_ssl(self):
+        creds = ca_storage.load_node_credentials(self.certs_dir)
+        return client_context(creds, creds.ca_certs)
 
     # --- init, join, leave ------------------------------------------------------------------
 
@@ -199,40 +220,38 @@ class NodeDaemon:
             ca = ClusterCA.create()
             key = make_node_key()
             cert = sign_csr(ca, make_csr(key), node_id, "manager", cluster_id)
-            ca_storage.save_ca(self.swarm_dir / "ca", ca)
-            ca_storage.save_node_credentials(self.swarm_dir / "certs", key, cert, ca.signer.cert)
+            ca_storage.save_node_credentials(self.certs_dir, key, cert, ca.signer.cert)
             tokens = CAJoinTokens.generate(ca.signer.cert)
-
-            manager = Manager(self.state_dir, node_id)
-            manager.load()
-            await manager.start()
+            self.node_id = node_id
+            self.identity = {"NodeID": node_id, "ClusterID": cluster_id, "Role": "manager",
+                             "ListenAddr": listen, "AdvertiseAddr": advertise, "Managers": [advertise]}
+            try:
+                manager = await self._start_manager(bootstrap=True)
+            except OSError as exc:
+                await self._stop_member(stop_containers=False)
+                shutil.rmtree(self.swarm_dir, ignore_errors=True)
+                shutil.rmtree(self.state_dir / "raft", ignore_errors=True)
+                raise NodeError(f"--listen-addr: cannot listen on {listen}: {exc.strerror or exc}") from None
+            for _ in range(100):  # a cluster of one elects itself at once
+                if manager.is_leader:
+                    break
+                await asyncio.sleep(0.05)
             cluster = Cluster(
                 id=cluster_id, spec=SwarmSpec(ca_config=CAConfig()),
                 join_tokens=JoinTokens(worker=tokens.worker, manager=tokens.manager), root_ca_digest=ca.digest,
                 tls_info=certs.root_tls_info(ca.signer.cert, ca.trust_bundle_pem),
+                root_ca_cert=cert_pem(ca.signer.cert).decode(), root_ca_key=key_pem(ca.signer.key).decode(),
             )
             node = Node(
                 id=node_id,
                 spec=NodeSpec(name="", role="manager", availability="active"),
                 description=self.describe(),
-                status=NodeStatus(state="ready", addr=split_addr(advertise)[0]),
+                status=NodeStatus(state="unknown", addr=split_addr(advertise)[0]),
                 manager_status=ManagerStatus(leader=True, reachability="reachable", addr=advertise),
             )
             await manager.propose([Action("create", "cluster", cluster), Action("create", "node", node)])
-            self.manager = manager
-            self.node_id = node_id
-            try:
-                await self._serve_cluster_port(listen)
-            except OSError as exc:
-                await manager.stop()
-                self.manager = None
-                shutil.rmtree(self.swarm_dir, ignore_errors=True)
-                shutil.rmtree(self.state_dir / "raft", ignore_errors=True)
-                raise NodeError(f"--listen-addr: cannot listen on {listen}: {exc.strerror or exc}") from None
             # The identity file is written last: a crash before it leaves a node that can init again.
-            self._write_identity({"NodeID": node_id, "ClusterID": cluster_id, "Role": "manager",
-                                  "ListenAddr": listen, "AdvertiseAddr": advertise,
-                                  "Created": dt.datetime.now(dt.timezone.utc).isoformat()})
+            self._write_identity(dict(self.identity, Created=dt.datetime.now(dt.timezone.utc).isoformat()))
             await self._start_agent()
             return node_id
 
@@ -242,18 +261,25 @@ class NodeDaemon:
                 raise NodeError("This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.")
             try:
                 host, port = split_addr(remote, field="ADDR")
-                advertise = advertise_addr or self.config.advertise_addr
-                if advertise:
-                    split_addr(advertise, field="--advertise-addr")
-                result = await join_cluster(f"{host}:{port}", token, self.describe(), split_addr(advertise)[0] if advertise else "")
+                listen = normalize_listen(listen_addr or self.config.listen_addr)
+                advertise_raw = advertise_addr or self.config.advertise_addr
+                manager_addr = normalize_advertise(advertise_raw, listen) if advertise_raw or listen_addr or \
+                    not listen.startswith("0.0.0.0") else normalize_advertise("", listen)
+                result = await join_cluster(f"{host}:{port}", token, self.describe(),
+                                            split_addr(advertise_raw)[0] if advertise_raw else "", manager_addr)
             except JoinError as exc:
                 raise NodeError(str(exc)) from None
-            certs = self.swarm_dir / "certs"
-            ca_storage.save_node_credentials(certs, result.key_pem, result.cert_pem, result.ca_pem)
+            ca_storage.save_node_credentials(self.certs_dir, result.key_pem, result.cert_pem, result.ca_pem)
             self.node_id = result.node_id
-            self._write_identity({"NodeID": result.node_id, "ClusterID": result.cluster_id, "Role": result.role,
-                                  "Managers": [f"{host}:{port}"], "AdvertiseAddr": advertise,
-                                  "Created": dt.datetime.now(dt.timezone.utc).isoformat()})
+            managers = result.managers or [f"{host}:{port}"]
+            self.identity = {"NodeID": result.node_id, "ClusterID": result.cluster_id, "Role": result.role,
+                             "Managers": managers, "AdvertiseAddr": advertise_raw, "ListenAddr": listen,
+                             "ManagerAddr": manager_addr, "RaftPeers": result.raft_peers,
+                             "Created": dt.datetime.now(dt.timezone.utc).isoformat()}
+            if result.role == "manager":
+                self.identity["AdvertiseAddr"] = manager_addr
+                await self._start_manager(bootstrap=False)
+            self._write_identity(self.identity)
             await self._start_agent()
             return result.node_id
 
@@ -271,109 +297,116 @@ class NodeDaemon:
             self.node_id = ""
             self.identity = {}
 
-    # --- wiring ---------------------------------------------------------------------------
-
     # --- certificates -------------------------------------------------------------------------
 
     def _on_ca_info(self, info: dict) -> None:
-        """The managers' current roots arrived over the session: follow them (worker side)."""
+        """The managers' current roots arrived over the session: follow them."""
         self._last_ca = info
         if self._cert_task is None or self._cert_task.done():
-            self._cert_task = asyncio.create_task(self._check_worker_cert())
+            self._cert_task = asyncio.create_task(self._check_cert())
 
-    async def _check_worker_cert(self) -> None:
+    async def _check_cert(self) -> None:
         info = self._last_ca or {}
-        certs_dir = self.swarm_dir / "certs"
         try:
-            creds = ca_storage.load_node_credentials(certs_dir)
-            if info.get("TrustRoot") and certs.save_trust_bundle(certs_dir, creds, info["TrustRoot"]):
+            creds = ca_storage.load_node_credentials(self.certs_dir)
+            if info.get("TrustRoot") and certs.save_trust_bundle(self.certs_dir, creds, info["TrustRoot"]):
                 log.info("trusted roots updated by the managers")
-                creds = ca_storage.load_node_credentials(certs_dir)
+                creds = ca_storage.load_node_credentials(self.certs_dir)
+            root_digest = info.get("RootDigest", "")
+            if self.manager is not None and info.get("Phase", 0) == 1:
+                root_digest = ""  # managers keep serving their old certificate until the workers moved
             now = dt.datetime.now(dt.timezone.utc)
-            if certs.wants_renewal(creds, info.get("RootDigest", ""), now, self._jitter) and self.session:
-                await certs.renew_remote(certs_dir, self.session.current_manager)
+            if certs.wants_renewal(creds, root_digest, now, self._jitter) and self.session:
+                await certs.renew_remote(self.certs_dir, self.session.current_manager)
                 log.info("node certificate renewed")
                 await self.session.reconnect()  # present the new certificate
+            await self._refresh_listener()
         except Exception as exc:
             log.warning("certificate renewal failed, will retry: %s", exc)
 
-    async def _worker_cert_loop(self) -> None:
+    async def _cert_loop(self) -> None:
         while True:
             await asyncio.sleep(30)
-            await self._check_worker_cert()
+            await self._check_cert()
 
-    async def _manager_cert_loop(self) -> None:
-        """Renew the manager's own certificate, and finish a root rotation once every other
-        node holds a certificate from the new root."""
+    async def _refresh_listener(self) -> None:
+        """A manager serves with its current certificate and trusts the current roots."""
+        if self.manager is None or self._cluster_port is None:
+            return
+        if (self.certs_dir / "node.pem").read_bytes() + (self.certs_dir / "ca.crt").read_bytes() != self._listener_creds:
+            await self._restart_cluster_port()
+
+    async def _rotation_loop(self) -> None:
+        """On the leader: move a root rotation from phase to phase as the nodes report
+        certificates from the new root (Description.TLSInfo, sent when their session opens)."""
         while True:
             await asyncio.sleep(0.5)
-            try:
-                await self._manager_cert_step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("certificate upkeep: %s", exc)
-
-    async def _manager_cert_step(self) -> None:
-        m = self.manager
-        cluster = m.cluster if m else None
-        if cluster is None:
-            return
-        certs_dir = self.swarm_dir / "certs"
-        creds = ca_storage.load_node_credentials(certs_dir)
-        ca = self.load_ca()
-        if cluster.root_rotation_in_progress:
-            others = [n for n in m.store.list("node") if n.id != self.node_id]
+            m = self.manager
+            if m is None or not m.is_leader:
+                continue
+            cluster = m.cluster
+            if cluster is None or not cluster.root_rotation_in_progress:
+                continue
             want = cluster.tls_info.cert_issuer_public_key
-            if all(n.description.tls_info and n.description.tls_info.cert_issuer_public_key == want for n in others):
-                await self._finish_ca_rotation()
-            return
-        now = dt.datetime.now(dt.timezone.utc)
-        if certs.wants_renewal(creds, cluster.root_ca_digest, now, self._jitter):
-            self._issue_own_cert(ca, ca.trusted)
-            await self._restart_cluster_port()
-            await m.dispatcher.node_up(self.node_id, self.describe(), m.store.get("node", self.node_id).status.addr)
 
-    def _issue_own_cert(self, ca: ClusterCA, trusted) -> None:
-        cluster = self.manager.cluster
-        key = make_node_key()
-        expiry = dt.timedelta(seconds=cluster.spec.ca_config.node_cert_expiry / SECOND)
-        cert = sign_csr(ca, make_csr(key), self.node_id, "manager", cluster.id, expiry)
-        ca_storage.save_node_credentials(self.swarm_dir / "certs", key, cert, trusted)
+            def moved(n):
+                return n.description.tls_info is not None and n.description.tls_info.cert_issuer_public_key == want
+            nodes = m.store.list("node")
+            new = copy.deepcopy(cluster)
+            if cluster.root_rotation_phase == 1 and all(moved(n) for n in nodes if n.spec.role != "manager"):
+                new.root_rotation_phase = 2
+            elif cluster.root_rotation_phase == 2 and all(moved(n) for n in nodes):
+                ca = self.load_ca().finish_rotation()
+                new.root_rotation_in_progress = False
+                new.root_rotation_phase = 0
+                new.tls_info = certs.root_tls_info(ca.signer.cert, ca.trust_bundle_pem)
+                log.info("root CA rotation complete")
+            else:
+                continue
+            try:
+                await m.propose([Action("update", "cluster", new)])
+            except Exception as exc:
+                log.debug("rotation step postponed: %s", exc)
 
     async def start_ca_rotation(self) -> None:
         """`shoal swarm ca --rotate`: a new root signs from now on; both are trusted until every
-        node has a certificate from the new one."""
+        node has a certificate from the new one (workers first, then managers)."""
         m = self.require_manager()
         cluster = m.cluster
         if cluster.root_rotation_in_progress:
             raise NodeError("a root CA rotation is already in progress")
         ca = self.load_ca().start_rotation()
-        creds = ca_storage.load_node_credentials(self.swarm_dir / "certs")
-        ca_storage.save_node_credentials(self.swarm_dir / "certs", creds.key, creds.cert, ca.trusted)
-        ca_storage.save_ca(self.swarm_dir / "ca", ca)
-        await self._restart_cluster_port()  # trust clients of both roots
+        # This manager must accept new-root clients before any node holds a new-root certificate.
+        creds = ca_storage.load_node_credentials(self.certs_dir)
+        ca_storage.save_node_credentials(self.certs_dir, creds.key, creds.cert, ca.trusted)
+        await self._refresh_listener()
         new = copy.deepcopy(cluster)
         new.root_rotation_in_progress = True
+        new.root_rotation_phase = 1
         new.root_ca_digest = ca.digest
+        new.root_ca_cert = cert_pem(ca.signer.cert).decode()
+        new.root_ca_key = key_pem(ca.signer.key).decode()
         new.tls_info = certs.root_tls_info(ca.signer.cert, ca.trust_bundle_pem)
         tokens = CAJoinTokens(worker=cluster.join_tokens.worker, manager=cluster.join_tokens.manager).with_ca(ca.signer.cert)
         new.join_tokens = JoinTokens(worker=tokens.worker, manager=tokens.manager)
         await m.propose([Action("update", "cluster", new)])
 
-    async def _finish_ca_rotation(self) -> None:
-        m = self.manager
-        ca = self.load_ca().finish_rotation()
-        self._issue_own_cert(ca, ca.trusted)
-        ca_storage.save_ca(self.swarm_dir / "ca", ca)
-        cluster = m.cluster
-        new = copy.deepcopy(cluster)
-        new.root_rotation_in_progress = False
-        new.tls_info = certs.root_tls_info(ca.signer.cert, ca.trust_bundle_pem)
-        await m.propose([Action("update", "cluster", new)])
-        await m.dispatcher.node_up(self.node_id, self.describe(), m.store.get("node", self.node_id).status.addr)
-        await self._restart_cluster_port()
-        log.info("root CA rotation complete")
+    # --- wiring ---------------------------------------------------------------------------
+
+    async def _start_manager(self, bootstrap: bool) -> Manager:
+        m = Manager(self.state_dir, self.node_id, ssl_context=self._client_ssl,
+                    peer_addrs=self.identity.get("RaftPeers"))
+        m.load(bootstrap)
+        self.manager = m
+        await m.start()
+        await self._serve_cluster_port(self.identity.get("ListenAddr") or self.config.listen_addr)
+        self._tasks.append(asyncio.create_task(self._rotation_loop(), name="ca-rotation"))
+        self._tasks.append(asyncio.create_task(self._watch_removal(m), name="raft-removal"))
+        return m
+
+    async def _watch_removal(self, m: Manager) -> None:
+        await m.removed.wait()
+        log.warning("this manager was removed from the Raft membership; it keeps running as a worker")
 
     async def _close_cluster_port(self) -> None:
         if self._cluster_port is None:
@@ -391,12 +424,13 @@ class NodeDaemon:
 
     async def _serve_cluster_port(self, listen: str) -> None:
         host, port = split_addr(listen, field="--listen-addr")
-        creds = ca_storage.load_node_credentials(self.swarm_dir / "certs")
-        ca = self.load_ca()
-        ctx = server_context(creds, ca.trusted, require_client_cert=False)
+        creds = ca_storage.load_node_credentials(self.certs_dir)
+        self._listener_creds = (self.certs_dir / "node.pem").read_bytes() + (self.certs_dir / "ca.crt").read_bytes()
+        ctx = server_context(creds, creds.ca_certs, require_client_cert=False)
         from manager.controlapi import ControlAPI
         api = ClusterAPI(self.require_manager(), self.load_ca,
-                         ControlAPI(self.require_manager, self.pinned_image, self.load_ca))
+                         ControlAPI(self.require_manager, self.pinned_image, self.load_ca),
+                         cluster_id=self.identity.get("ClusterID", ""))
         runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)
@@ -410,27 +444,22 @@ class NodeDaemon:
         log.info("cluster port listening on %s:%d (mutual TLS)", host, port)
 
     async def _start_agent(self) -> None:
+        """Every node's agent, a manager's too, holds its session with the leader over mutual
+        TLS; a follower's cluster port points it to the leader, and it follows leader changes."""
         self.agent = Agent(self.node_id, self.runtime, self.images)
         self.agent.adopt_existing()
-        if self.manager is not None:
-            self._tasks.append(asyncio.create_task(self._manager_cert_loop(), name="cert-upkeep"))
-            session = self.manager.dispatcher.open_session(self.node_id, local=True)
-            await self.manager.dispatcher.node_up(self.node_id, self.describe(),
-                                                  split_addr(self.identity.get("AdvertiseAddr") or "127.0.0.1:2377")[0])
-        else:
-            creds_dir = self.swarm_dir / "certs"
-
-            def ssl_ctx():
-                creds = ca_storage.load_node_credentials(creds_dir)
-                return client_context(creds, creds.ca_certs)
-
-            advertise = self.identity.get("AdvertiseAddr") or ""
-            session = RemoteSession(self.identity.get("Managers", []), ssl_ctx, self.describe,
-                                    split_addr(advertise)[0] if advertise else "", on_ca=self._on_ca_info)
-            self.session = session
-            self._tasks.append(asyncio.create_task(session.run(), name="session"))
-            self._tasks.append(asyncio.create_task(self._worker_cert_loop(), name="cert-renewal"))
+        advertise = self.identity.get("AdvertiseAddr") or ""
+        session = RemoteSession(self.identity.get("Managers", []), self._client_ssl, self.describe,
+                                split_addr(advertise)[0] if advertise else "", on_ca=self._on_ca_info,
+                                on_managers=self._managers_changed)
+        self.session = session
+        self._tasks.append(asyncio.create_task(session.run(), name="session"))
+        self._tasks.append(asyncio.create_task(self._cert_loop(), name="cert-renewal"))
         self._tasks.append(asyncio.create_task(self.agent.run(session), name="agent"))
+
+    def _managers_changed(self, managers: list[str]) -> None:
+        if managers and managers != self.identity.get("Managers"):
+            self._write_identity(dict(self.identity, Managers=managers))
 
 
 def normalize_listen(addr: str) -> str:

@@ -22,8 +22,26 @@ async def errors(request: web.Request, handler):
         return error_response(exc.status, str(exc))
 
 
+# Writes every node answers itself; every other write is the leader's.
+LOCAL_WRITES = ("/swarm/init", "/swarm/join", "/swarm/leave", "/images/", "/auth")
+
+
+def forward_writes(node: NodeDaemon):
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        m = node.manager
+        if (request.method in ("POST", "DELETE") and m is not None and not m.is_leader
+                and not request.path.startswith(LOCAL_WRITES)):
+            body = await request.read()
+            status, payload, ctype = await m.forward(request.method, request.path_qs, body,
+                                                     request.content_type or "application/json")
+            return web.Response(status=status, body=payload, content_type=ctype or "application/json")
+        return await handler(request)
+    return middleware
+
+
 def make_app(node: NodeDaemon) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, errors], client_max_size=1 << 34)
+    app = web.Application(middlewares=[error_middleware, errors, forward_writes(node)], client_max_size=1 << 34)
     app.add_routes(EngineAPI(node).routes())
     app.add_routes(ControlAPI(node.require_manager, node.pinned_image, node.load_ca, node.start_ca_rotation).routes())
     return app

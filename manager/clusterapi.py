@@ -25,13 +25,14 @@ from aiohttp import WSMsgType, web
 
 from api import codec
 from api.ids import new_id
-from api.objects import SECOND, Node, NodeDescription, NodeSpec, NodeStatus
+from api.objects import SECOND, ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus
 from manager.ca import (
     CAError, ClusterCA, Identity, PeerRejected, TokenError, check_peer, parse_identity, peer_identity, sign_csr,
 )
 from manager.ca.tokens import JoinTokens, token_role
 from manager.controlapi import ControlAPI, error_middleware
 from manager.manager import Manager
+from manager.raft.transport import decode_batch
 from manager.store import Action, StoreError
 
 log = logging.getLogger("shoal.clusterapi")
@@ -44,8 +45,10 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class ClusterAPI:
-    def __init__(self, manager: Manager, get_ca: Callable[[], ClusterCA], control: ControlAPI | None = None):
+    def __init__(self, manager: Manager, get_ca: Callable[[], ClusterCA], control: ControlAPI | None = None,
+                 cluster_id: str = ""):
         self.manager = manager
+        self.cluster_id = cluster_id
         self.get_ca = get_ca
         self.control = control
         self.session_tasks: set[asyncio.Task] = set()
@@ -57,6 +60,7 @@ class ClusterAPI:
             web.post("/join", self.join),
             web.post("/renew", self.renew),
             web.get("/session", self.session),
+            web.get("/raft", self.raft),
         ])
         if self.control is not None:
             # The control API for other managers (forwarded calls); never for workers.
@@ -80,17 +84,28 @@ class ClusterAPI:
         if ssl_object is None:
             raise PeerRejected("peer certificate: none presented")
         ident = peer_identity(ssl_object)
-        cluster = self.manager.cluster
         existing = {n.id for n in self.manager.store.list("node")}
-        removed = () if ident.node_id in existing else (ident.node_id,)
-        return check_peer(ident, cluster_id=cluster.id if cluster else "", roles=roles, removed_node_ids=removed)
+        # A manager that just joined has an empty store until the leader's log reaches it; it
+        # then accepts any manager certificate of its cluster (the CA vouches for it).
+        removed = () if ident.node_id in existing or not existing else (ident.node_id,)
+        return check_peer(ident, cluster_id=self.cluster_id, roles=roles, removed_node_ids=removed)
 
     # --- routes -------------------------------------------------------------------------
 
     async def ca(self, request: web.Request) -> web.Response:
         return web.Response(body=self.get_ca().trust_bundle_pem, content_type="application/x-pem-file")
 
+    def not_leader(self) -> web.Response | None:
+        """Joins, renewals and sessions are the leader's; others point the caller to it."""
+        if self.manager.is_leader:
+            return None
+        return web.json_response({"message": "this manager is not the leader", "Leader": self.manager.leader_addr() or ""},
+                                 status=421)
+
     async def join(self, request: web.Request) -> web.Response:
+        redirect = self.not_leader()
+        if redirect is not None:
+            return redirect
         try:
             body = msgpack.unpackb(await request.read(), raw=False)
         except Exception:
@@ -114,9 +129,9 @@ class ClusterAPI:
         except (TokenError, ValueError) as exc:
             log.info("join refused from %s: %s", request.remote, exc)
             return _error(401, str(exc))
-        if role == "manager":
-            return _error(501, "join token: joining as a manager needs the Raft consensus of the HA-managers work, "
-                               "which is not in this build yet; join as a worker and keep one manager for now")
+        manager_addr = body.get("ManagerAddr") if isinstance(body.get("ManagerAddr"), str) else ""
+        if role == "manager" and not manager_addr:
+            return _error(400, "ManagerAddr: a manager must say where other managers reach it (--advertise-addr / --listen-addr)")
         node_id = new_id()
         expiry = dt.timedelta(seconds=cluster.spec.ca_config.node_cert_expiry / SECOND)
         try:
@@ -125,18 +140,25 @@ class ClusterAPI:
             return _error(400, str(exc))
         addr = body.get("Addr") if isinstance(body.get("Addr"), str) and body.get("Addr") else (request.remote or "")
         node = Node(id=node_id, spec=NodeSpec(role=role, availability="active"), description=description,
-                    status=NodeStatus(state="unknown", message="joined", addr=addr))
+                    status=NodeStatus(state="unknown", message="joined", addr=addr),
+                    manager_status=ManagerStatus(reachability="unknown", addr=manager_addr) if role == "manager" else None)
         try:
             await self.manager.propose([Action("create", "node", node)])
+            if role == "manager":
+                await self.manager.add_manager(node_id, manager_addr)
         except StoreError as exc:
             return _error(exc.status, str(exc))
         log.info("node %s (%s) joined as %s", node_id, description.hostname, role)
         return web.Response(body=msgpack.packb({
             "NodeID": node_id, "ClusterID": cluster.id, "Role": role, "Certificate": cert,
-            "CACerts": self.get_ca().trust_bundle_pem,
+            "CACerts": self.get_ca().trust_bundle_pem, "Managers": self.manager.manager_addrs(),
+            "RaftPeers": self.manager.peer_addrs(),
         }), content_type="application/msgpack")
 
     async def renew(self, request: web.Request) -> web.Response:
+        redirect = self.not_leader()
+        if redirect is not None:
+            return redirect
         try:
             ident = self.authenticate(request)
         except PeerRejected as exc:
@@ -163,12 +185,44 @@ class ClusterAPI:
             ident = self.authenticate(request)
         except PeerRejected as exc:
             return _error(403, str(exc))
+        redirect = self.not_leader()
+        if redirect is not None:
+            return redirect
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=64 << 20)
         await ws.prepare(request)
         task = asyncio.current_task()
         self.session_tasks.add(task)
         try:
             await self._serve_session(ident, ws, request.remote or "")
+        finally:
+            self.session_tasks.discard(task)
+        return ws
+
+    async def raft(self, request: web.Request) -> web.StreamResponse:
+        """Raft messages from another manager: only managers, and a message may only claim to
+        come from the manager whose certificate carries it."""
+        try:
+            ident = self.authenticate(request, roles=("manager",))
+        except PeerRejected as exc:
+            return _error(403, str(exc))
+        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=256 << 20)
+        await ws.prepare(request)
+        task = asyncio.current_task()
+        self.session_tasks.add(task)
+        try:
+            async for frame in ws:
+                if frame.type != WSMsgType.BINARY:
+                    break
+                try:
+                    messages = decode_batch(frame.data)
+                except ValueError as exc:
+                    log.warning("bad raft frame from %s: %s", ident.node_id, exc)
+                    continue
+                for m in messages:
+                    if m.frm != ident.node_id or m.to != self.manager.node_id:
+                        log.warning("raft message from %s claims %s -> %s; dropped", ident.node_id, m.frm, m.to)
+                        continue
+                    self.manager.step(m)
         finally:
             self.session_tasks.discard(task)
         return ws
@@ -187,7 +241,7 @@ class ClusterAPI:
             addr = msg.get("Addr") if isinstance(msg.get("Addr"), str) and msg.get("Addr") else remote
             await dispatcher.node_up(ident.node_id, description, addr)
             await ws.send_bytes(msgpack.packb({"Type": "session", "NodeID": ident.node_id,
-                                               "HeartbeatPeriod": period}))
+                                               "HeartbeatPeriod": period, "Managers": self.manager.manager_addrs()}))
 
             async def send_assignments():
                 while True:

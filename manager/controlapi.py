@@ -53,6 +53,13 @@ async def error_middleware(request: web.Request, handler):
         return error_response(500, f"internal error: {exc}")
 
 
+def public_cluster(cluster) -> dict:
+    body = codec.encode(cluster)
+    body.pop("RootCAKey", None)
+    body.pop("RootRotationPhase", None)
+    return body
+
+
 def find_one(objs: list, ref: str, kind: str, names: Callable[[Any], list[str]]) -> Any:
     """Docker's lookup: exact id, then exact name, then a unique id prefix."""
     for o in objs:
@@ -130,12 +137,22 @@ class ControlAPI:
         cluster = m.cluster
         if cluster is None:
             raise APIError(503, "swarm: not initialised")
-        return web.json_response(codec.encode(cluster))
+        return web.json_response(public_cluster(cluster))
 
     async def node_list(self, request: web.Request) -> web.Response:
         m = self.get_manager()
         nodes = sorted(m.store.list("node"), key=lambda n: (n.description.hostname, n.id))
-        return web.json_response([codec.encode(n) for n in nodes])
+        return web.json_response([self._node_json(m, n) for n in nodes])
+
+    @staticmethod
+    def _node_json(m: Manager, node: Node) -> dict:
+        """Manager status is live, not stored: who leads now and whom this manager hears."""
+        body = codec.encode(node)
+        if node.manager_status is not None:
+            ms = body.setdefault("ManagerStatus", {})
+            ms["Leader"] = node.id == m.raft.leader_id
+            ms["Reachability"] = m.reachability(node.id)
+        return body
 
     async def node_inspect(self, request: web.Request) -> web.Response:
         m = self.get_manager()
@@ -143,7 +160,7 @@ class ControlAPI:
         if ref == "self":
             ref = m.node_id
         node = find_one(m.store.list("node"), ref, "node", node_names)
-        return web.json_response(codec.encode(node))
+        return web.json_response(self._node_json(m, node))
 
     async def node_update(self, request: web.Request) -> web.Response:
         m = self.get_manager()

@@ -27,7 +27,8 @@ def assignment_message(tasks: list[Task], cluster=None) -> dict:
     a CA rotation over their authenticated session)."""
     msg: dict = {"Type": "assignments", "Tasks": [codec.encode(t) for t in tasks]}
     if cluster is not None:
-        msg["CA"] = {"TrustRoot": cluster.tls_info.trust_root, "RootDigest": cluster.root_ca_digest}
+        msg["CA"] = {"TrustRoot": cluster.tls_info.trust_root, "RootDigest": cluster.root_ca_digest,
+                     "Phase": cluster.root_rotation_phase}
     return msg
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import ssl
 import time
 from pathlib import Path
+from typing import Callable
 
 from api.ids import new_id
 from api.objects import SECOND
@@ -13,21 +16,35 @@ from manager.dispatcher import Dispatcher
 from manager.orchestrator.replicated import Plan, orphan_actions, reconcile_removed, reconcile_replicated
 from manager.orchestrator.global_ import reconcile_global
 from manager.scheduling import global_eligible, scheduling_actions
-from manager.statelog import LocalLog
+from manager.raft.messages import ConfChange, ConfChangeType
+from manager.raft.node import NoLeader, RaftNode
+from manager.raft.transport import RaftTransport
 from manager.store import Action, Change, Store, StoreError
 
 log = logging.getLogger("shoal.manager")
 
 
 class Manager:
-    def __init__(self, state_dir: Path, node_id: str):
+    """A manager: every manager holds the replicated store through Raft and answers reads;
+    the leader alone runs the orchestrators, the scheduler and the dispatcher, and takes
+    writes (the others forward them)."""
+
+    def __init__(self, state_dir: Path, node_id: str, ssl_context: Callable[[], ssl.SSLContext] | None = None,
+                 peer_addrs: dict[str, str] | None = None):
         self.state_dir = state_dir
         self.node_id = node_id
         self.store = Store()
-        self.log = LocalLog(self.store, state_dir / "raft")
+        self.ssl_context = ssl_context
+        self._peer_addrs: dict[str, str] = dict(peer_addrs or {})
+        self.transport = RaftTransport(ssl_context or (lambda: None), self.address_of, self._peer_unreachable)
+        self.raft = RaftNode(node_id, state_dir / "raft", self.store, send=self.transport.send,
+                             on_role_change=self._role_changed, on_conf_change=self._conf_changed)
         self.dispatcher = Dispatcher(self.store, self.propose)
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._leader_tasks: list[asyncio.Task] = []
+        self.on_leadership: list[Callable[[bool], None]] = []
+        self.removed = asyncio.Event()  # set when this manager is removed from the Raft membership
         self.store.watch(self._on_change)
 
     @property
@@ -35,14 +52,43 @@ class Manager:
         clusters = self.store.list("cluster")
         return clusters[0] if clusters else None
 
-    def load(self) -> None:
-        self.log.load()
+    @property
+    def is_leader(self) -> bool:
+        return self.raft.is_leader
+
+    def leader_addr(self) -> str | None:
+        lead = self.raft.leader_id
+        return self.address_of(lead) if lead else None
+
+    def address_of(self, node_id: str) -> str:
+        node = self.store.get("node", node_id)
+        if node is not None and node.manager_status is not None and node.manager_status.addr:
+            return node.manager_status.addr
+        return self._peer_addrs.get(node_id, "")
+
+    def peer_addrs(self) -> dict[str, str]:
+        voters, learners = self.raft.members()
+        return {n: self.address_of(n) for n in voters + learners if self.address_of(n)}
+
+    def manager_addrs(self) -> list[str]:
+        voters, learners = self.raft.members()
+        return [a for a in (self.address_of(n) for n in voters + learners) if a]
+
+    def reachability(self, node_id: str) -> str:
+        """The leader's live view; other managers show what the leader last recorded (followers
+        do not talk to each other, so only the leader can tell)."""
+        if node_id == self.node_id:
+            return "reachable"
+        if self.is_leader:
+            return "reachable" if self.transport.reachable(node_id) else "unreachable"
+        node = self.store.get("node", node_id)
+        return node.manager_status.reachability if node and node.manager_status else "unknown"
+
+    def load(self, bootstrap: bool = False) -> None:
+        self.raft.open(bootstrap)
 
     async def start(self) -> None:
-        self.log.start()
-        self._dirty.set()
-        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
-        self._tasks.append(asyncio.create_task(self.dispatcher.monitor(), name="node-monitor"))
+        self.raft.start()
 
     def heartbeat_period(self) -> int:
         """Nanoseconds between a worker's heartbeats, from the cluster spec."""
@@ -51,17 +97,115 @@ class Manager:
         return period or 2 * SECOND
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        await self._stop_leading()
+        self.transport.close()
+        await self.raft.close()
+
+    async def propose(self, actions: list[Action]) -> list[Change]:
+        return await self.raft.propose(actions)
+
+    # --- leadership and membership ----------------------------------------------------------
+
+    def _role_changed(self, leader: bool) -> None:
+        if leader:
+            self._dirty.set()
+            self.dispatcher.grant_grace()
+            self._leader_tasks = [
+                asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+                asyncio.create_task(self.dispatcher.monitor(), name="node-monitor"),
+                asyncio.create_task(self._membership_loop(), name="membership"),
+            ]
+        else:
+            asyncio.create_task(self._stop_leading())
+        for cb in list(self.on_leadership):
+            cb(leader)
+
+    async def _stop_leading(self) -> None:
+        tasks, self._leader_tasks = self._leader_tasks, []
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             try:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
-        await self.log.close()
+        self.dispatcher.last_heartbeat.clear()
 
-    async def propose(self, actions: list[Action]) -> list[Change]:
-        return await self.log.propose(actions)
+    def _conf_changed(self, cc: ConfChange) -> None:
+        if cc.context:
+            self._peer_addrs[cc.node_id] = cc.context.decode(errors="replace")
+        if cc.type == ConfChangeType.REMOVE:
+            self.transport.forget(cc.node_id)
+            if cc.node_id == self.node_id:
+                self.removed.set()
+
+    def _peer_unreachable(self, peer_id: str) -> None:
+        if self.raft.core is not None and self.is_leader:
+            self.raft.core.report_unreachable(peer_id)
+
+    def step(self, msg) -> None:
+        self.transport.heard_from(msg.frm)
+        self.raft.step(msg)
+
+    async def forward(self, method: str, path_qs: str, body: bytes, content_type: str) -> tuple[int, bytes, str]:
+        """Send a write that reached a follower to the leader's control API (mutual TLS)."""
+        import aiohttp
+        leader = self.leader_addr()
+        if not leader or self.raft.leader_id == self.node_id:
+            raise NoLeader()
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                async with http.request(method, f"https://{leader}/control{path_qs}", data=body,
+                                        headers={"Content-Type": content_type}, ssl=self.ssl_context()) as resp:
+                    return resp.status, await resp.read(), resp.content_type
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise NoLeader(f"the leader at {leader} could not be reached: {exc or type(exc).__name__}") from None
+
+    async def add_manager(self, node_id: str, addr: str) -> None:
+        """A new manager joins as a learner; the membership loop promotes it to voter once it
+        has caught up, so it never holds back the quorum while it is behind."""
+        self._peer_addrs[node_id] = addr
+        await self.raft.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, node_id, addr.encode()))
+
+    async def remove_manager(self, node_id: str) -> None:
+        voters, learners = self.raft.members()
+        if node_id not in voters and node_id not in learners:
+            return
+        await self.raft.propose_conf_change(ConfChange(ConfChangeType.REMOVE, node_id))
+
+    async def _record_reachability(self) -> None:
+        changed = []
+        for node in self.store.list("node"):
+            if node.manager_status is None:
+                continue
+            live = self.reachability(node.id)
+            if node.manager_status.reachability != live:
+                new = copy.deepcopy(node)
+                new.manager_status.reachability = live
+                changed.append(Action("update", "node", new))
+        if changed:
+            try:
+                await self.propose(changed)
+            except StoreError:
+                pass  # raced with another node update; next round
+
+    async def _membership_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.3)
+            core = self.raft.core
+            if core is None or not self.is_leader:
+                continue
+            await self._record_reachability()
+            _, learners = self.raft.members()
+            for learner in learners:
+                pr = core.progress(learner)
+                if pr is not None and pr.match >= core.committed - 5:
+                    try:
+                        await self.raft.propose_conf_change(ConfChange(ConfChangeType.ADD_VOTER, learner,
+                                                                       self.address_of(learner).encode()))
+                        log.info("manager %s caught up and is now a voter", learner)
+                    except StoreError as exc:
+                        log.debug("promotion of %s postponed: %s", learner, exc)
 
     def _on_change(self, changes: list[Change]) -> None:
         self._dirty.set()

@@ -32,6 +32,8 @@ class JoinResult:
     key_pem: bytes
     cert_pem: bytes
     ca_pem: bytes
+    managers: list[str]
+    raft_peers: dict[str, str]
 
 
 def split_addr(addr: str, default_port: int = DEFAULT_PORT, field: str = "ADDR") -> tuple[str, int]:
@@ -71,7 +73,7 @@ async def _fetch_roots(host: str, port: int, ctx) -> tuple[bytes | None, bytes]:
 
 
 async def join_cluster(addr: str, token_text: str, description: NodeDescription, advertise_addr: str = "",
-                       timeout: float = 15) -> JoinResult:
+                       manager_addr: str = "", timeout: float = 15, redirects: int = 3) -> JoinResult:
     try:
         token = parse_token(token_text.strip())
     except CAError as exc:
@@ -91,11 +93,18 @@ async def join_cluster(addr: str, token_text: str, description: NodeDescription,
         # 2. Verified against the pinned root: send the token and a CSR.
         key = make_node_key()
         body = msgpack.packb({"Token": token_text.strip(), "CSR": make_csr(key),
-                              "Description": codec.encode(description), "Addr": advertise_addr})
+                              "Description": codec.encode(description), "Addr": advertise_addr,
+                              "ManagerAddr": manager_addr})
         async with aiohttp.ClientSession(timeout=client_timeout) as s:
             async with s.post(base + "/join", data=body, ssl=client_context(None, [pinned]),
                               headers={"Content-Type": "application/msgpack"}) as resp:
                 payload = await resp.read()
+                if resp.status == 421 and redirects > 0:  # not the leader: go to the one it names
+                    leader = (await resp.json(content_type=None)).get("Leader") or ""
+                    if leader:
+                        return await join_cluster(leader, token_text, description, advertise_addr, manager_addr,
+                                                  timeout, redirects - 1)
+                    raise JoinError(f"{addr}: this manager knows no leader right now; try again")
                 if resp.status >= 400:
                     try:
                         message = (await resp.json(content_type=None))["message"]
@@ -108,4 +117,7 @@ async def join_cluster(addr: str, token_text: str, description: NodeDescription,
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         raise JoinError(f"{addr}: could not reach a manager: {exc or type(exc).__name__}") from None
     return JoinResult(node_id=reply["NodeID"], cluster_id=reply["ClusterID"], role=reply["Role"],
-                      key_pem=key_pem(key), cert_pem=reply["Certificate"], ca_pem=reply["CACerts"])
+                      key_pem=key_pem(key), cert_pem=reply["Certificate"], ca_pem=reply["CACerts"],
+                      managers=[m for m in reply.get("Managers", []) if isinstance(m, str)],
+                      raft_peers={k: v for k, v in (reply.get("RaftPeers") or {}).items()
+                                  if isinstance(k, str) and isinstance(v, str)})

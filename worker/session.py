@@ -25,8 +25,11 @@ class SessionRefused(Exception):
 class RemoteSession:
     def __init__(self, managers: list[str], ssl_context: Callable[[], ssl.SSLContext],
                  describe: Callable[[], NodeDescription], advertise_addr: str = "",
-                 on_ca: Callable[[dict], Any] | None = None):
+                 on_ca: Callable[[dict], Any] | None = None,
+                 on_managers: Callable[[list[str]], Any] | None = None):
         self.on_ca = on_ca
+        self.on_managers = on_managers
+        self._redirect: str = ""
         self.current_manager = managers[0] if managers else ""
         self.managers = list(managers)
         self.ssl_context = ssl_context
@@ -68,7 +71,8 @@ class RemoteSession:
         backoff = 0.1
         index = 0
         while True:
-            addr = self.managers[index % len(self.managers)]
+            addr = self._redirect or self.managers[index % len(self.managers)]
+            self._redirect = ""
             self.current_manager = addr
             try:
                 await self._connect_once(addr)
@@ -95,6 +99,9 @@ class RemoteSession:
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status == 403:
                     raise SessionRefused(await self._refusal(http, addr)) from None
+                if exc.status == 421:  # a follower: it names the leader
+                    self._redirect = await self._leader_hint(http, addr)
+                    raise ConnectionError(f"{addr} is not the leader; leader: {self._redirect or 'unknown'}") from None
                 raise
             async with ws:
                 self._ws = ws
@@ -105,6 +112,11 @@ class RemoteSession:
                     raise ConnectionError(f"session refused: {first.extra or first.type}")
                 hello = msgpack.unpackb(first.data, raw=False)
                 self.heartbeat_period = max(0.1, hello.get("HeartbeatPeriod", 2 * SECOND) / SECOND)
+                managers = [m for m in hello.get("Managers", []) if isinstance(m, str) and m]
+                if managers:
+                    self.managers = managers
+                    if self.on_managers:
+                        self.on_managers(managers)
                 self.connected.set()
                 beat = asyncio.create_task(self._heartbeats(ws))
                 try:
@@ -120,6 +132,13 @@ class RemoteSession:
                 finally:
                     beat.cancel()
                     self._ws = None
+
+    async def _leader_hint(self, http: aiohttp.ClientSession, addr: str) -> str:
+        try:
+            async with http.get(f"https://{addr}/session", ssl=self.ssl_context()) as resp:
+                return (await resp.json(content_type=None)).get("Leader", "")
+        except Exception:
+            return ""
 
     async def _refusal(self, http: aiohttp.ClientSession, addr: str) -> str:
         """The manager's reason for refusing us (the websocket handshake only carries a status)."""

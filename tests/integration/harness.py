@@ -75,6 +75,7 @@ class Daemon:
     log_path: Path = field(init=False)
 
     def __post_init__(self):
+        self.port = free_port()
         self.state_dir = self.root / "state"
         self.socket = self.root / "run" / "shoal.sock"
         self.log_path = self.root / "shoald.log"
@@ -86,11 +87,12 @@ class Daemon:
         env["PYTHONPATH"] = str(REPO)
         return env
 
-    def start(self, timeout: float = 20) -> None:
+    def start(self, timeout: float = 20, extra: tuple[str, ...] = ()) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.main", "--state-dir", str(self.state_dir), "--socket", str(self.socket),
-             "--hostname", self.hostname, "--cgroup-parent", self.cgroup_parent, "--log-level", "debug"],
+             "--hostname", self.hostname, "--cgroup-parent", self.cgroup_parent, "--log-level", "debug",
+             "--listen-addr", f"127.0.0.1:{self.port}", *extra],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
         log.close()
         deadline = time.time() + timeout
@@ -191,6 +193,12 @@ def _shims_of(state_dir: Path) -> list[int]:
         except OSError:
             pass
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def new_daemon(hostname: str = "node1") -> Daemon:

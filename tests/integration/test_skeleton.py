@@ -34,7 +34,11 @@ def test_one_host_end_to_end(daemon, busybox_tar):
     assert "node1" in nodes[1] and "Ready" in nodes[1] and "Active" in nodes[1] and "Leader" in nodes[1]
     (node,) = d.json("node", "inspect", "self")
     assert node["Spec"]["Role"] == "manager" and node["Status"]["State"] == "ready"
-    assert (d.state_dir / "swarm" / "ca").is_dir() and (d.state_dir / "swarm" / "certs").is_dir()
+    # the node's key and certificate on disk (0600); the root CA in the replicated state, its key never shown
+    assert oct((d.state_dir / "swarm" / "certs" / "node.pem").stat().st_mode & 0o777) == "0o600"
+    assert (d.state_dir / "raft" / "wal").is_dir()
+    swarm = d.json("swarm", "inspect")
+    assert "BEGIN CERTIFICATE" in swarm["RootCACert"] and "RootCAKey" not in swarm
 
     # 4. images
     image_id = d.cli("image", "import", str(busybox_tar), "busybox:latest").stdout.strip()
