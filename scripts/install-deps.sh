@@ -6,6 +6,8 @@ need=()
 command -v busybox >/dev/null 2>&1 && busybox --list >/dev/null 2>&1 && [ -x /bin/busybox -o -x /usr/bin/busybox ] || need+=(busybox-static)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v nft >/dev/null 2>&1 || need+=(nftables)   # overlay: VIPs, routing mesh, egress
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)   # bench/overlay.py
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
