@@ -92,6 +92,9 @@ class NodeDaemon:
         self._last_ca: dict | None = None
         self._cert_task: asyncio.Task | None = None
         self._jitter = certs.renewal_jitter()
+        self._manager_tasks: list[asyncio.Task] = []
+        self._role_task: asyncio.Task | None = None
+        self._raft_members: set[str] = set()
 
     @property
     def swarm_dir(self) -> Path:
@@ -146,9 +149,7 @@ class NodeDaemon:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks = []
-        await self._close_cluster_port()
-        if self.manager:
-            await self.manager.stop()
+        await self._stop_manager_quietly()
         if stop_containers:
             for c in self.runtime.list():
                 try:
@@ -400,21 +401,67 @@ class NodeDaemon:
         self.manager = m
         await m.start()
         await self._serve_cluster_port(self.identity.get("ListenAddr") or self.config.listen_addr)
-        self._tasks.append(asyncio.create_task(self._rotation_loop(), name="ca-rotation"))
-        self._tasks.append(asyncio.create_task(self._watch_removal(m), name="raft-removal"))
+        self._manager_tasks = [asyncio.create_task(self._rotation_loop(), name="ca-rotation")]
         return m
 
-    async def _watch_removal(self, m: Manager) -> None:
-        await m.removed.wait()
-        log.warning("this manager was removed from the Raft membership; it keeps running as a worker")
+    async def _stop_manager_quietly(self) -> None:
+        """Daemon exit: stop the manager but keep its Raft state."""
+        for t in self._manager_tasks:
+            t.cancel()
+        self._manager_tasks = []
+        await self._close_cluster_port()
+        if self.manager:
+            await self.manager.stop()
+
+    async def _stop_manager(self) -> None:
+        """Demotion: stop the manager and drop its Raft state (it is no longer a member)."""
+        await self._stop_manager_quietly()
+        self.manager = None
+        shutil.rmtree(self.state_dir / "raft", ignore_errors=True)
+
+    def _on_role(self, role: str, raft_members: list) -> None:
+        """The managers want this node to take `role` (a promotion or a demotion)."""
+        self._raft_members = set(raft_members)
+        if role in ("worker", "manager") and role != self.identity.get("Role"):
+            if self._role_task is None or self._role_task.done():
+                self._role_task = asyncio.create_task(self._change_role(role))
+
+    async def _change_role(self, role: str) -> None:
+        from manager.ca import parse_identity
+        async with self._lock:
+            try:
+                if role == "worker" and self.node_id in self._raft_members:
+                    # Leave the Raft membership first (the leader removes us; a leader removes
+                    # itself and hands over), keeping the manager certificate Raft needs
+                    # meanwhile. The next assignments say when the removal has committed.
+                    return
+                await certs.renew_remote(self.certs_dir, self.session.current_manager)
+                creds = ca_storage.load_node_credentials(self.certs_dir)
+                if parse_identity(creds.cert).role != role:
+                    return  # the store has not caught up yet; the next assignments retry
+                if role == "manager":
+                    listen = self.identity.get("ListenAddr") or self.config.listen_addr
+                    self.identity.update(Role="manager", ListenAddr=listen,
+                                         AdvertiseAddr=self.identity.get("ManagerAddr") or normalize_advertise("", listen),
+                                         RaftPeers=self.session.raft_peers)
+                    self._write_identity(self.identity)
+                    await self._start_manager(bootstrap=False)
+                    log.info("promoted: this node is now a manager")
+                else:
+                    await self._stop_manager()
+                    self.identity["Role"] = "worker"
+                    self._write_identity(self.identity)
+                    log.info("demoted: this node is now a worker")
+                await self.session.reconnect()
+            except Exception as exc:
+                log.warning("changing role to %s failed, will retry: %s", role, exc)
 
     async def _close_cluster_port(self) -> None:
         if self._cluster_port is None:
             return
         # Sessions are long-lived websockets: end them now (their nodes reconnect at once)
         # rather than letting the server wait for them to finish.
-        for t in list(self._cluster_api.session_tasks):
-            t.cancel()
+        self._cluster_api.close_all()
         await self._cluster_port.cleanup()
         self._cluster_port = None
 
@@ -449,9 +496,10 @@ class NodeDaemon:
         self.agent = Agent(self.node_id, self.runtime, self.images)
         self.agent.adopt_existing()
         advertise = self.identity.get("AdvertiseAddr") or ""
+        manager_addr = self.identity.get("ManagerAddr") or (advertise if self.identity.get("Role") == "manager" else "")
         session = RemoteSession(self.identity.get("Managers", []), self._client_ssl, self.describe,
                                 split_addr(advertise)[0] if advertise else "", on_ca=self._on_ca_info,
-                                on_managers=self._managers_changed)
+                                on_managers=self._managers_changed, on_role=self._on_role, manager_addr=manager_addr)
         self.session = session
         self._tasks.append(asyncio.create_task(session.run(), name="session"))
         self._tasks.append(asyncio.create_task(self._cert_loop(), name="cert-renewal"))

@@ -52,6 +52,18 @@ class ClusterAPI:
         self.get_ca = get_ca
         self.control = control
         self.session_tasks: set[asyncio.Task] = set()
+        self.raft_tasks: set[asyncio.Task] = set()
+        manager.on_leadership.append(self._leadership_changed)
+
+    def _leadership_changed(self, leader: bool) -> None:
+        if not leader:  # workers must follow the new leader: end their sessions here
+            for t in list(self.session_tasks):
+                t.cancel()
+
+    def close_all(self) -> None:
+        self.manager.on_leadership[:] = [cb for cb in self.manager.on_leadership if cb != self._leadership_changed]
+        for t in list(self.session_tasks) + list(self.raft_tasks):
+            t.cancel()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
@@ -208,7 +220,7 @@ class ClusterAPI:
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=256 << 20)
         await ws.prepare(request)
         task = asyncio.current_task()
-        self.session_tasks.add(task)
+        self.raft_tasks.add(task)
         try:
             async for frame in ws:
                 if frame.type != WSMsgType.BINARY:
@@ -224,7 +236,7 @@ class ClusterAPI:
                         continue
                     self.manager.step(m)
         finally:
-            self.session_tasks.discard(task)
+            self.raft_tasks.discard(task)
         return ws
 
     async def _serve_session(self, ident: Identity, ws: web.WebSocketResponse, remote: str) -> None:
@@ -239,9 +251,13 @@ class ClusterAPI:
                 raise codec.DecodeError("Type", "the first message must be hello")
             description = codec.decode(NodeDescription, msg.get("Description") or {}, "Description")
             addr = msg.get("Addr") if isinstance(msg.get("Addr"), str) and msg.get("Addr") else remote
+            if isinstance(msg.get("ManagerAddr"), str) and msg["ManagerAddr"]:
+                dispatcher.manager_addrs[ident.node_id] = msg["ManagerAddr"]
+            dispatcher.session_roles[ident.node_id] = ident.role
             await dispatcher.node_up(ident.node_id, description, addr)
             await ws.send_bytes(msgpack.packb({"Type": "session", "NodeID": ident.node_id,
-                                               "HeartbeatPeriod": period, "Managers": self.manager.manager_addrs()}))
+                                               "HeartbeatPeriod": period, "Managers": self.manager.manager_addrs(),
+                                               "RaftPeers": self.manager.peer_addrs()}))
 
             async def send_assignments():
                 while True:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from api import codec
 from api.ids import new_id
-from api.objects import SECOND, Node, NodeSpec, ReplicatedService, Service, ServiceSpec, SwarmSpec, Task
+from api.objects import SECOND, ManagerStatus, Node, NodeSpec, ReplicatedService, Service, ServiceSpec, SwarmSpec, Task
 from manager.manager import Manager
 from manager.store import Action, StoreError
 from manager.validation import SpecError, validate_service_spec
@@ -176,22 +176,43 @@ class ControlAPI:
             raise APIError(400, f"Availability: must be active, pause or drain, got {spec.availability!r}")
         if spec.role not in ("worker", "manager"):
             raise APIError(400, f"Role: must be worker or manager, got {spec.role!r}")
-        if spec.role != node.spec.role:
-            raise APIError(501, "Role: promoting or demoting needs the Raft consensus of the HA-managers work, "
-                                "which is not in this build yet")
         new = copy.deepcopy(node)
+        if spec.role != node.spec.role:
+            if spec.role == "worker":
+                self._check_demotion(m, node)
+            else:
+                # The node moves itself: it renews its certificate as a manager and starts Raft;
+                # the leader then adds it as a learner and promotes it once it caught up.
+                addr = m.dispatcher.manager_addrs.get(node.id) or f"{node.status.addr}:2377"
+                new.manager_status = ManagerStatus(reachability="unknown", addr=addr)
         new.spec = spec
         new.version.index = int(version)
         await self._propose(m, [Action("update", "node", new)])
         return web.Response(status=200)
 
+    @staticmethod
+    def _check_demotion(m: Manager, node: Node) -> None:
+        """Refuse a demotion that would leave no manager, or no quorum among those that answer."""
+        voters, _ = m.raft.members()
+        if node.id not in voters:
+            return
+        rest = [v for v in voters if v != node.id]
+        if not rest:
+            raise APIError(400, f"node {node.id}: the last manager of the swarm cannot be demoted")
+        reachable = [v for v in rest if m.reachability(v) == "reachable"]
+        if len(reachable) < len(rest) // 2 + 1:
+            raise APIError(400, f"node {node.id}: demoting it would leave {len(reachable)} reachable manager(s) of "
+                                f"{len(rest)}, no quorum; bring the other managers back first")
+
     async def node_remove(self, request: web.Request) -> web.Response:
         m = self.get_manager()
         node = find_one(m.store.list("node"), request.match_info["id"], "node", node_names)
         force = request.query.get("force", "false").lower() in ("1", "true")
-        if node.id == m.node_id or node.spec.role == "manager":
-            raise APIError(400, f"node {node.id} is a manager: demote it before removing it "
-                                "(and a swarm's last manager cannot be removed; use `shoal swarm leave --force` on it)")
+        voters, learners = m.raft.members()
+        if node.id == m.node_id or node.spec.role == "manager" or node.id in voters + learners:
+            raise APIError(400, f"node {node.id} is a cluster manager and a member of the Raft cluster: demote it "
+                                "before removing it (a swarm's last manager cannot be removed; use "
+                                "`shoal swarm leave --force` on it)")
         if node.status.state == "ready" and not force:
             raise APIError(400, f"node {node.id} is not down and can't be removed: stop it with `shoal swarm leave` "
                                 "on that node, or use --force")

@@ -61,7 +61,13 @@ class Session:
         self._changed.clear()
         store = self.dispatcher.store
         clusters = store.list("cluster")
-        return assignment_message(assignments_for(store, self.node_id), clusters[0] if clusters else None)
+        msg = assignment_message(assignments_for(store, self.node_id), clusters[0] if clusters else None)
+        node = store.get("node", self.node_id)
+        if node is not None:
+            msg["Role"] = node.spec.role  # the role the node should take (promotion, demotion)
+            # A removed member no longer hears from Raft; it learns of its removal here.
+            msg["RaftMembers"] = sorted(self.dispatcher.members())
+        return msg
 
     async def report(self, message: Any) -> None:
         updates = parse_status_updates(message)
@@ -72,11 +78,14 @@ class Session:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, propose):
+    def __init__(self, store: Store, propose, members=lambda: ()):
         self.store = store
         self.propose = propose
+        self.members = members
         self.sessions: dict[str, list[Session]] = {}
         self.last_heartbeat: dict[str, float] = {}
+        self.manager_addrs: dict[str, str] = {}  # where each node would serve Raft, from its hello
+        self.session_roles: dict[str, str] = {}  # the role in the certificate of each open session
         store.watch(self._on_changes)
 
     def open_session(self, node_id: str, local: bool = False) -> Session:
@@ -140,6 +149,8 @@ class Dispatcher:
                 touched.add(c.obj.node_id)
             elif c.kind == "cluster":
                 touched.update(self.sessions)
+            elif c.kind == "node":
+                touched.add(c.obj.id)
         for node_id in touched:
             for s in self.sessions.get(node_id, []):
                 s._changed.set()

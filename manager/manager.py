@@ -39,7 +39,7 @@ class Manager:
         self.transport = RaftTransport(ssl_context or (lambda: None), self.address_of, self._peer_unreachable)
         self.raft = RaftNode(node_id, state_dir / "raft", self.store, send=self.transport.send,
                              on_role_change=self._role_changed, on_conf_change=self._conf_changed)
-        self.dispatcher = Dispatcher(self.store, self.propose)
+        self.dispatcher = Dispatcher(self.store, self.propose, members=lambda: sum(self.raft.members(), ()))
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._leader_tasks: list[asyncio.Task] = []
@@ -189,6 +189,27 @@ class Manager:
             except StoreError:
                 pass  # raced with another node update; next round
 
+    async def _follow_roles(self) -> None:
+        """Make the Raft membership follow the roles in the store: a promoted node joins as a
+        learner once it holds a manager certificate; a demoted one leaves."""
+        voters, learners = self.raft.members()
+        members = set(voters) | set(learners)
+        for node in self.store.list("node"):
+            try:
+                if (node.spec.role == "manager" and node.id not in members and node.manager_status
+                        and node.status.state == "ready" and self.dispatcher.session_roles.get(node.id) == "manager"):
+                    await self.add_manager(node.id, node.manager_status.addr)
+                    log.info("manager %s added as a learner", node.id)
+                elif node.spec.role == "worker" and node.id in members:
+                    await self.remove_manager(node.id)
+                    log.info("manager %s removed from the Raft membership", node.id)
+                elif node.spec.role == "worker" and node.manager_status is not None:
+                    new = copy.deepcopy(node)
+                    new.manager_status = None
+                    await self.propose([Action("update", "node", new)])
+            except StoreError as exc:
+                log.debug("membership change for %s postponed: %s", node.id, exc)
+
     async def _membership_loop(self) -> None:
         while True:
             await asyncio.sleep(0.3)
@@ -196,6 +217,7 @@ class Manager:
             if core is None or not self.is_leader:
                 continue
             await self._record_reachability()
+            await self._follow_roles()
             _, learners = self.raft.members()
             for learner in learners:
                 pr = core.progress(learner)

@@ -26,8 +26,12 @@ class RemoteSession:
     def __init__(self, managers: list[str], ssl_context: Callable[[], ssl.SSLContext],
                  describe: Callable[[], NodeDescription], advertise_addr: str = "",
                  on_ca: Callable[[dict], Any] | None = None,
-                 on_managers: Callable[[list[str]], Any] | None = None):
+                 on_managers: Callable[[list[str]], Any] | None = None,
+                 on_role: Callable[[str], Any] | None = None, manager_addr: str = ""):
         self.on_ca = on_ca
+        self.on_role = on_role
+        self.manager_addr = manager_addr
+        self.raft_peers: dict[str, str] = {}
         self.on_managers = on_managers
         self._redirect: str = ""
         self.current_manager = managers[0] if managers else ""
@@ -106,12 +110,15 @@ class RemoteSession:
             async with ws:
                 self._ws = ws
                 await ws.send_bytes(msgpack.packb({"Type": "hello", "Description": codec.encode(self.describe()),
-                                                   "Addr": self.advertise_addr}))
+                                                   "Addr": self.advertise_addr, "ManagerAddr": self.manager_addr}))
                 first = await asyncio.wait_for(ws.receive(), timeout=10)
                 if first.type != aiohttp.WSMsgType.BINARY:
                     raise ConnectionError(f"session refused: {first.extra or first.type}")
                 hello = msgpack.unpackb(first.data, raw=False)
                 self.heartbeat_period = max(0.1, hello.get("HeartbeatPeriod", 2 * SECOND) / SECOND)
+                peers = hello.get("RaftPeers")
+                if isinstance(peers, dict):
+                    self.raft_peers = {k: v for k, v in peers.items() if isinstance(k, str) and isinstance(v, str)}
                 managers = [m for m in hello.get("Managers", []) if isinstance(m, str) and m]
                 if managers:
                     self.managers = managers
@@ -129,6 +136,9 @@ class RemoteSession:
                             self._have_latest.set()
                             if self.on_ca and isinstance(msg.get("CA"), dict):
                                 self.on_ca(msg["CA"])
+                            if self.on_role and isinstance(msg.get("Role"), str):
+                                members = msg.get("RaftMembers")
+                                self.on_role(msg["Role"], members if isinstance(members, list) else [])
                 finally:
                     beat.cancel()
                     self._ws = None

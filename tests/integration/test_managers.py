@@ -104,3 +104,34 @@ def test_three_managers_survive_a_leader_failure(daemons):
     (svc,) = survivor.json("service", "inspect", "web")
     assert svc["Spec"]["Mode"]["Replicated"]["Replicas"] == 4
     survivor.cli("service", "scale", "web=2", "--detach")
+
+
+def test_promote_and_demote(daemons):
+    m1 = daemons("m1")
+    m1.cli("swarm", "init", "--advertise-addr", f"127.0.0.1:{m1.port}")
+    token = m1.cli("swarm", "join-token", "-q", "worker").stdout.strip()
+    w1, w2 = daemons("w1"), daemons("w2")
+    for w in (w1, w2):
+        w.cli("swarm", "join", "--token", token, f"127.0.0.1:{m1.port}")
+    wait_for(lambda: len(m1.api("/nodes")) == 3, 10, what="3 nodes")
+
+    m1.cli("node", "promote", "w1", "w2")
+    wait_for(lambda: managers(m1) == {"m1": "Leader", "w1": "reachable", "w2": "reachable"}, 30,
+             what="two promoted managers")
+    wait_for(lambda: w1.cli("node", "ls", check=False).returncode == 0, 20, what="w1 answers the control API")
+    r = m1.cli("node", "rm", "--force", "w2", check=False)
+    assert r.returncode != 0 and "demote it" in r.stderr
+
+    m1.cli("node", "demote", "w2")
+    wait_for(lambda: managers(m1) == {"m1": "Leader", "w1": "reachable"}, 30, what="w2 demoted")
+    wait_for(lambda: w2.cli("node", "ls", check=False).returncode != 0, 20, what="w2 no longer a manager")
+    wait_for(lambda: {n["Description"]["Hostname"]: n["Status"]["State"] for n in m1.api("/nodes")}.get("w2") == "ready",
+             20, what="w2 still a ready worker")
+
+    # demoting the leader hands leadership over
+    m1.cli("node", "demote", "m1")
+    wait_for(lambda: managers(w1) == {"w1": "Leader"}, 30, what="w1 leads alone")
+    w1.cli("service", "create", "--name", "after", "--detach", "busybox", "true")
+    assert "after" in w1.cli("service", "ls").stdout
+    r = w1.cli("node", "demote", "w1", check=False)
+    assert r.returncode != 0 and "last manager" in r.stderr
