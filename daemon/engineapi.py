@@ -1,9 +1,5 @@
-"""Node-local API: the daemon itself, its images, and joining or creating a swarm."""
+"""Node-local API: the daemon itself, and joining or creating a swarm (images: daemon/imageapi.py)."""
 from __future__ import annotations
-
-import asyncio
-import os
-import tempfile
 
 from aiohttp import web
 
@@ -23,9 +19,6 @@ class EngineAPI:
             web.post("/swarm/init", self.swarm_init),
             web.post("/swarm/join", self.swarm_join),
             web.post("/swarm/leave", self.swarm_leave),
-            web.post("/images/import", self.image_import),
-            web.get("/images/json", self.image_list),
-            web.delete("/images/{name:.+}", self.image_remove),
         ]
 
     async def ping(self, request: web.Request) -> web.Response:
@@ -79,41 +72,3 @@ class EngineAPI:
         except NodeError as exc:
             raise APIError(exc.status, str(exc)) from None
         return web.Response(status=200)
-
-    async def image_import(self, request: web.Request) -> web.Response:
-        repo = request.query.get("repo", "")
-        tag = request.query.get("tag", "")
-        if not repo:
-            raise APIError(400, "repo: required, the NAME of NAME:TAG")
-        reference = f"{repo}:{tag}" if tag else repo
-        tmpdir = self.node.state_dir / "tmp"
-        tmpdir.mkdir(parents=True, exist_ok=True)
-        fd, path = tempfile.mkstemp(dir=tmpdir, suffix=".tar")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                async for chunk in request.content.iter_chunked(1 << 20):
-                    f.write(chunk)
-            try:
-                image = await asyncio.to_thread(self.node.images.import_rootfs, path, reference)
-            except ValueError as exc:
-                raise APIError(400, str(exc)) from None
-        finally:
-            os.unlink(path)
-        return web.json_response({"ID": image.id, "RepoTags": image.references})
-
-    async def image_list(self, request: web.Request) -> web.Response:
-        out = []
-        for img in self.node.images.list():
-            out.append({"Id": img.id, "RepoTags": img.references, "Created": img.created,
-                        "Size": img.size, "ManifestDigest": img.manifest_digest})
-        return web.json_response(out)
-
-    async def image_remove(self, request: web.Request) -> web.Response:
-        ref = request.match_info["name"]
-        try:
-            if self.node.images.resolve(ref) is None:
-                raise APIError(404, f"No such image: {ref}")
-            await asyncio.to_thread(self.node.images.remove, ref)
-        except ValueError as exc:
-            raise APIError(400, str(exc)) from None
-        return web.json_response([{"Untagged": ref}])

@@ -165,15 +165,22 @@ class NodeDaemon:
     # --- queries --------------------------------------------------------------------------
 
     def pinned_image(self, ref: str) -> str | None:
-        """The normalised reference if the image is here, else None. Locally imported images
-        have no registry digest to pin, so every node resolves the tag itself (as Swarm does
-        for images it cannot find on a registry)."""
-        if self.images.resolve(ref) is None:
+        """The reference to give the tasks, or None if the image is not here. A pulled image is
+        pinned to its registry digest (`name:tag@sha256:…`), so every replica runs the same
+        bits, as Swarm resolves tags; a locally imported image has no registry digest, so every
+        node resolves the tag itself (as Swarm does for images no registry knows)."""
+        image = self.images.resolve(ref)
+        if image is None:
             return None
         if "@" in ref or ref.startswith("sha256:"):
             return ref
         from worker.images.store import normalize_reference
-        return normalize_reference(ref)
+        normalized = normalize_reference(ref)
+        name = normalized.rsplit(":", 1)[0] if ":" in normalized.rsplit("/", 1)[-1] else normalized
+        for repo_digest in getattr(image, "repo_digests", []) or []:
+            if repo_digest.split("@", 1)[0] == name:
+                return f"{normalized}@{repo_digest.split('@', 1)[1]}"
+        return normalized
 
     def require_manager(self) -> Manager:
         if self.manager is None:

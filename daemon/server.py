@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from daemon.engineapi import EngineAPI
+from daemon.imageapi import ImageAPI, container_image_ids
 from daemon.node import NodeDaemon, NodeError
 from manager.controlapi import ControlAPI, error_middleware, error_response
 
@@ -43,6 +44,8 @@ def forward_writes(node: NodeDaemon):
 def make_app(node: NodeDaemon) -> web.Application:
     app = web.Application(middlewares=[error_middleware, errors, forward_writes(node)], client_max_size=1 << 34)
     app.add_routes(EngineAPI(node).routes())
+    app.add_routes(ImageAPI(node.images, node.state_dir,
+                            in_use=lambda: container_image_ids(node.images, node.runtime.root)).routes())
     app.add_routes(ControlAPI(node.require_manager, node.pinned_image, node.load_ca, node.start_ca_rotation).routes())
     return app
 

@@ -6,6 +6,9 @@ need=()
 command -v busybox >/dev/null 2>&1 && busybox --list >/dev/null 2>&1 && [ -x /bin/busybox -o -x /usr/bin/busybox ] || need+=(busybox-static)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)  # tests/registry: a real registry
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)                    # tests/registry: pushes and archives
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)           # tests/registry: basic auth
 command -v nft >/dev/null 2>&1 || need+=(nftables)   # overlay: VIPs, routing mesh, egress
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)   # bench/overlay.py
 if [ ${#need[@]} -gt 0 ]; then

@@ -11,7 +11,15 @@ MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MEDIA_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+MEDIA_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MEDIA_DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+                        "application/vnd.docker.distribution.manifest.v1+prettyjws")
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
+# containerd's (and Docker 25's) annotation for the full image name in an OCI layout.
+NAME_ANNOTATION = "io.containerd.image.name"
 
 DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
@@ -33,6 +41,7 @@ class Image:
     created: str                  # RFC 3339
     size: int                     # bytes of layer blobs
     config: dict[str, Any] = field(default_factory=dict)
+    repo_digests: list[str] = field(default_factory=list)  # "name@sha256:<manifest digest>", sorted
 
     @property
     def short_id(self) -> str:

@@ -90,3 +90,39 @@ def normalize_reference(ref: str) -> str:
     if parsed.tag is None and parsed.digest is None:
         parsed = Reference(parsed.name, DEFAULT_TAG, None)
     return str(parsed)
+
+
+DEFAULT_REGISTRY = "docker.io"
+_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+def registry_location(name: str) -> tuple[str, str]:
+    """(registry, repository path) of a repository name, with Docker Hub's defaults:
+    "busybox" -> ("docker.io", "library/busybox"), "localhost:5000/a/b" -> ("localhost:5000", "a/b")."""
+    _check_name(name)
+    first, _, rest = name.partition("/")
+    if rest and _is_domain(first):
+        registry, path = first, rest
+    else:
+        registry, path = DEFAULT_REGISTRY, name
+    if registry in _HUB_HOSTS:
+        registry = DEFAULT_REGISTRY
+        if "/" not in path:
+            path = "library/" + path
+    return registry, path
+
+
+def familiar_name(full: str) -> str:
+    """The short form of a fully qualified name: "docker.io/library/busybox:1" -> "busybox:1"."""
+    for host in _HUB_HOSTS:
+        if full.startswith(host + "/"):
+            rest = full[len(host) + 1:]
+            short = rest[len("library/"):]
+            return short if rest.startswith("library/") and "/" not in short else rest
+    return full
+
+
+def qualified_name(name: str) -> str:
+    """The fully qualified form: "busybox" -> "docker.io/library/busybox"."""
+    registry, path = registry_location(name)
+    return f"{registry}/{path}"
