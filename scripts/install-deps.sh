@@ -9,6 +9,8 @@ command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)  # tests/registry: a real registry
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)                    # tests/registry: pushes and archives
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)           # tests/registry: basic auth
+command -v runc >/dev/null 2>&1 || need+=(runc)   # reference engine: shoald --runtime runc, tests, bench
+command -v crun >/dev/null 2>&1 || need+=(crun)   # reference engine: shoald --runtime crun, tests, bench
 command -v nft >/dev/null 2>&1 || need+=(nftables)   # overlay: VIPs, routing mesh, egress
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)   # bench/overlay.py
 if [ ${#need[@]} -gt 0 ]; then

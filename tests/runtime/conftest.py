@@ -80,17 +80,61 @@ def runtime(tmp_path, cgroup_parent):
     if not IS_ROOT:
         pytest.skip("needs root")
     from worker.runtime import Runtime
-    from worker.runtime import linux
     root = tmp_path / "containers"
     rt = Runtime(root, cgroup_parent=cgroup_parent)
     try:
         yield rt
     finally:
-        for st in Runtime(root, cgroup_parent=cgroup_parent).list():
-            try:
-                rt.delete(st.id, force=True)
-            except Exception:  # noqa: BLE001 - keep cleaning
-                pass
-        for mount_point in reversed(_mounts_under(root)):
-            linux.umount2(mount_point, linux.MNT_DETACH)
-        shutil.rmtree(root, ignore_errors=True)
+        cleanup_root(root, cgroup_parent)
+
+
+def cleanup_root(root: Path, cgroup_parent: str, engine: str = "shoal") -> None:
+    """Delete every container under root, stop its supervisor, unmount and remove it all."""
+    from worker.runtime import Runtime
+    from worker.runtime import linux
+    rt = Runtime(root, cgroup_parent=cgroup_parent, engine=engine)
+    for st in rt.list():
+        try:
+            rt.delete(st.id, force=True)
+        except Exception:  # noqa: BLE001 - keep cleaning
+            pass
+    rt.close()
+    for mount_point in reversed(_mounts_under(root)):
+        linux.umount2(mount_point, linux.MNT_DETACH)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def log_lines(rt, id: str, stream: str | None = None) -> str:
+    """The container's log as text (entries of one stream, or all)."""
+    import asyncio
+    from worker.logs import read_logs
+
+    async def collect():
+        return [e async for e in read_logs(rt.log_path(id).parent)]
+    return "".join(e.line for e in asyncio.run(collect()) if stream in (None, e.stream))
+
+
+def cfg(busybox, args, **kw):
+    import secrets
+    from worker.runtime import ContainerConfig
+    return ContainerConfig(id=secrets.token_hex(32), args=args, env=list(busybox.env),
+                           layers=list(busybox.layers), **kw)
+
+
+def run(rt, config, timeout: float = 20.0):
+    """Create, start and wait for a container; (final state, its log as text)."""
+    import asyncio
+    rt.create(config)
+    rt.start(config.id)
+    st = asyncio.run(asyncio.wait_for(rt.wait(config.id), timeout))
+    return st, log_lines(rt, config.id)
+
+
+def facts(log: str) -> dict[str, str]:
+    """key=value lines of a log."""
+    out = {}
+    for line in log.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key] = value
+    return out

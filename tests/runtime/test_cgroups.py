@@ -104,3 +104,82 @@ def test_a_limit_without_its_controller_is_refused(tmp_path):
 def test_cpu_quota_has_a_floor():
     assert Resources(nano_cpus=1).cpu_quota_us() == 1000
     assert Resources().cpu_quota_us() is None
+
+
+def test_resources_from_the_oci_spec():
+    res = Resources.from_oci({"memory": {"limit": 64 << 20, "reservation": 32 << 20, "swap": 64 << 20},
+                              "pids": {"limit": 50}, "cpu": {"quota": 150000, "period": 100000, "shares": 512},
+                              "devices": [{"allow": False, "access": "rwm"}]})
+    assert res == Resources(memory_limit=64 << 20, pids_limit=50, nano_cpus=1_500_000_000,
+                            memory_reservation=32 << 20, cpu_shares=512,
+                            devices=({"allow": False, "access": "rwm"},))
+    assert Resources.from_oci({}) == Resources()
+
+
+def test_device_rules_and_cpu_weight():
+    from worker.runtime.cgroups import cpu_weight, device_rule
+    assert device_rule({"allow": False, "access": "rwm"}) == "a"
+    assert device_rule({"type": "c", "major": 1, "minor": 3, "access": "rwm"}) == "c 1:3 rwm"
+    assert device_rule({"type": "c", "major": 136, "access": "rw"}) == "c 136:* rw"
+    assert device_rule({"type": "b", "access": "m"}) == "b *:* m"
+    assert (cpu_weight(2), cpu_weight(1024), cpu_weight(262144)) == (1, 39, 10000)
+
+
+def test_v1_reservation_shares_and_devices(tmp_path, monkeypatch):
+    import worker.runtime.cgroups as cgroups
+    layout = CgroupLayout(1, v1={c: tmp_path / c for c in ("memory", "cpu", "devices")})
+    fake_files(tmp_path / "memory" / "shoal" / "c1", ["memory.soft_limit_in_bytes"])
+    fake_files(tmp_path / "cpu" / "shoal" / "c1", ["cpu.shares"])
+    fake_files(tmp_path / "devices" / "shoal" / "c1", [])
+    writes = []
+    monkeypatch.setattr(cgroups, "_write", lambda path, value: writes.append((path.name, value)))
+    rules = ({"allow": False, "access": "rwm"}, {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"})
+    Cgroup(layout, "shoal", "c1").create(Resources(memory_reservation=16 << 20, cpu_shares=512, devices=rules))
+    assert writes == [("memory.soft_limit_in_bytes", str(16 << 20)), ("cpu.shares", "512"),
+                      ("devices.deny", "a"), ("devices.allow", "c 1:3 rwm")]
+
+
+def test_stats_from_v1_and_v2_files(tmp_path):
+    layout = CgroupLayout(1, v1={c: tmp_path / c for c in ("memory", "cpuacct", "pids")})
+    d = {c: tmp_path / c / "shoal" / "c1" for c in ("memory", "cpuacct", "pids")}
+    for p in d.values():
+        p.mkdir(parents=True)
+    (d["cpuacct"] / "cpuacct.usage").write_text("123456789\n")
+    (d["memory"] / "memory.usage_in_bytes").write_text(str(50 << 20))
+    (d["memory"] / "memory.stat").write_text(f"cache 1\ntotal_inactive_file {10 << 20}\n")
+    (d["memory"] / "memory.limit_in_bytes").write_text(str(64 << 20))
+    (d["pids"] / "pids.current").write_text("3\n")
+    assert Cgroup(layout, "shoal", "c1").stats() == {
+        "cpu_usage_ns": 123456789, "memory_usage_bytes": 40 << 20, "memory_limit_bytes": 64 << 20, "pids": 3}
+    u = tmp_path / "unified" / "shoal" / "c1"
+    u.mkdir(parents=True)
+    (u / "cpu.stat").write_text("usage_usec 2500\nuser_usec 2000\n")
+    (u / "memory.current").write_text(str(8 << 20))
+    (u / "memory.stat").write_text("inactive_file 0\n")
+    (u / "memory.max").write_text("max\n")
+    (u / "pids.current").write_text("1\n")
+    st = Cgroup(CgroupLayout(2, unified=tmp_path / "unified"), "shoal", "c1").stats()
+    total = [int(ln.split()[1]) * 1024 for ln in Path("/proc/meminfo").read_text().splitlines()
+             if ln.startswith("MemTotal:")][0]
+    assert st == {"cpu_usage_ns": 2_500_000, "memory_usage_bytes": 8 << 20, "memory_limit_bytes": total, "pids": 1}
+
+
+def test_cgroup_from_an_oci_path():
+    layout = CgroupLayout(2, unified=Path("/sys/fs/cgroup"))
+    assert Cgroup.from_path(layout, "/shoal/abc").dirs() == [Path("/sys/fs/cgroup/shoal/abc")]
+    assert Cgroup.from_path(layout, "a/b/c").dirs() == [Path("/sys/fs/cgroup/a/b/c")]
+    with pytest.raises(ValueError, match="linux.cgroupsPath: must be parent/name"):
+        Cgroup.from_path(layout, "/lonely")
+
+
+def test_device_program_shape():
+    from worker.runtime.devices_bpf import program
+    from worker.runtime.spec import DEVICE_RULES
+    prog = program(DEVICE_RULES)
+    assert len(prog) % 8 == 0
+    # the deny-everything first rule is tested last and ends the program: nothing after it
+    assert prog[-16:] == bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
+    with pytest.raises(ValueError, match="devices: type must be a, b or c"):
+        program([{"type": "x"}])
+    with pytest.raises(ValueError, match="devices: access must be made of r, w and m"):
+        program([{"type": "c", "access": "rx"}])

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.runtime.config import ContainerConfig
+from worker.runtime.config import ContainerConfig, Mount, UserNamespace, parse_size
 from worker.runtime.paths import secure_join
-from worker.runtime.spec import build_spec, hosts_file, parse_user, resolv_conf
+from worker.runtime.spec import DEVICE_RULES, build_spec, hosts_file, parse_user, resolv_conf
 
 ID = "ab" * 32
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\napp:x:1000:1001::/home/app:/bin/sh\n"
@@ -23,7 +23,7 @@ def make(tmp_path, **kw):
 def test_spec_defaults(tmp_path):
     spec = build_spec(make(tmp_path), 0, 0, [], f"shoal/{ID}", {"/etc/hosts": "/b/hosts"})
     assert spec["hostname"] == ID[:12]
-    assert {ns["type"] for ns in spec["linux"]["namespaces"]} == {"pid", "mount", "uts", "ipc", "network"}
+    assert {ns["type"] for ns in spec["linux"]["namespaces"]} == {"pid", "mount", "uts", "ipc", "network", "cgroup"}
     mounts = {m["destination"]: m for m in spec["mounts"]}
     assert mounts["/proc"]["type"] == "proc"
     assert mounts["/dev"]["type"] == "tmpfs"
@@ -35,7 +35,16 @@ def test_spec_defaults(tmp_path):
     assert [d["path"] for d in spec["linux"]["devices"]] == [
         "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
     assert spec["root"] == {"path": "rootfs", "readonly": False}
-    assert spec["linux"]["resources"] == {}
+    assert mounts["/sys/fs/cgroup"] == {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                                        "options": ["ro", "nosuid", "noexec", "nodev"]}
+    assert spec["linux"]["resources"] == {"devices": DEVICE_RULES}
+    assert DEVICE_RULES[0] == {"allow": False, "access": "rwm"}  # everything denied, then the usual allowed
+    assert spec["process"]["noNewPrivileges"] is True
+    assert spec["process"]["env"] == ["PATH=/bin", "HOME=/"]
+    assert "rlimits" not in spec["process"]
+    seccomp = spec["linux"]["seccomp"]
+    assert seccomp["defaultAction"] == "SCMP_ACT_ERRNO" and seccomp["defaultErrnoRet"] == 1
+    assert "uidMappings" not in spec["linux"]
     assert "CAP_SYS_ADMIN" not in spec["process"]["capabilities"]["bounding"]
     assert spec["process"]["capabilities"]["effective"] == spec["process"]["capabilities"]["bounding"]
 
@@ -45,7 +54,8 @@ def test_spec_resources_and_user(tmp_path):
                   hostname="web", cwd="/srv", labels={"task": "t1"})
     spec = build_spec(config, 1000, 1001, [10], "p/x", {})
     assert spec["linux"]["resources"] == {"memory": {"limit": 64 << 20, "swap": 64 << 20},
-                                          "pids": {"limit": 100}, "cpu": {"quota": 150000, "period": 100000}}
+                                          "pids": {"limit": 100}, "cpu": {"quota": 150000, "period": 100000},
+                                          "devices": DEVICE_RULES}
     assert spec["process"]["user"] == {"uid": 1000, "gid": 1001, "additionalGids": [10]}
     assert spec["process"]["capabilities"]["effective"] == []  # non-root gets no effective caps
     assert spec["hostname"] == "web" and spec["process"]["cwd"] == "/srv"
@@ -96,6 +106,22 @@ def test_etc_files():
     ({"pids_limit": 0}, "pids_limit: must be positive"),
     ({"nano_cpus": 1}, "nano_cpus: must be between 0.01 and"),
     ({"nano_cpus": (os.cpu_count() + 1) * 10**9}, "nano_cpus: must be between"),
+    ({"memory_reservation": 0}, "memory_reservation: must be positive"),
+    ({"memory_limit": 8 << 20, "memory_reservation": 9 << 20}, "memory_reservation: must not be above"),
+    ({"cpu_shares": 1}, "cpu_shares: must be between 2 and 262144"),
+    ({"seccomp": "strict"}, "seccomp: must be 'default' or 'unconfined'"),
+    ({"cap_add": ["SYS_MAGIC"]}, "cap_add: unknown capability 'SYS_MAGIC'"),
+    ({"cap_drop": ["CAP_NOPE"]}, "cap_drop: unknown capability 'CAP_NOPE'"),
+    ({"ulimits": {"files": (1, 2)}}, "ulimits: unknown limit 'files'"),
+    ({"ulimits": {"nofile": (10, 5)}}, "ulimits: nofile soft limit 10 is above the hard limit 5"),
+    ({"ulimits": {"nofile": 10}}, "ulimits: nofile must be (soft, hard)"),
+    ({"user_namespace": UserNamespace(size=0)}, "user_namespace.size: must be an integer in range"),
+    ({"mounts": [Mount("volume", "/x")]}, "mounts[0].type: must be one of bind, tmpfs"),
+    ({"mounts": [Mount("bind", "rel", "/tmp")]}, "mounts[0].target: must be an absolute path"),
+    ({"mounts": [Mount("bind", "/x", "/no/such/dir")]}, "mounts[0].source: '/no/such/dir' is not an existing"),
+    ({"mounts": [Mount("tmpfs", "/x", "/tmp")]}, "mounts[0].source: a tmpfs mount takes no source"),
+    ({"log_max_size": 100}, "log_max_size: minimum is 4096 bytes"),
+    ({"log_max_files": 0}, "log_max_files: must be between 1 and 100"),
 ])
 def test_config_validation(tmp_path, change, message):
     with pytest.raises(ValueError) as exc:
@@ -125,3 +151,44 @@ def test_secure_join_stays_inside(tmp_path):
     assert secure_join(r, "/") == r
     with pytest.raises(OSError, match="too many symlinks"):
         secure_join(r, "/loop1")
+
+
+def test_spec_hardening_options(tmp_path):
+    config = make(tmp_path, read_only=True, no_new_privileges=False, seccomp="unconfined", cgroupns=False,
+                  cap_add=["SYS_ADMIN"], cap_drop=["NET_RAW"], ulimits={"nofile": (100, 200), "core": (-1, -1)},
+                  user_namespace=UserNamespace(100000, 200000, 1000), memory_reservation=1 << 20, cpu_shares=512,
+                  mounts=[Mount("tmpfs", "/run", tmpfs_size=1 << 20, tmpfs_mode=0o700, read_only=True),
+                          Mount("bind", "/data", str(tmp_path))])
+    spec = build_spec(config, 0, 0, [], "/p/x", {}, home="/root")
+    assert spec["root"]["readonly"] is True and spec["process"]["noNewPrivileges"] is False
+    assert "seccomp" not in spec["linux"]
+    kinds = [ns["type"] for ns in spec["linux"]["namespaces"]]
+    assert "cgroup" not in kinds and "user" in kinds
+    assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 100000, "size": 1000}]
+    assert spec["linux"]["gidMappings"] == [{"containerID": 0, "hostID": 200000, "size": 1000}]
+    caps = spec["process"]["capabilities"]["bounding"]
+    assert "CAP_SYS_ADMIN" in caps and "CAP_NET_RAW" not in caps
+    assert spec["process"]["rlimits"] == [{"type": "RLIMIT_CORE", "soft": 2**64 - 1, "hard": 2**64 - 1},
+                                          {"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]
+    assert spec["process"]["env"] == ["PATH=/bin", "HOME=/root"]
+    assert spec["linux"]["resources"]["memory"] == {"reservation": 1 << 20}
+    assert spec["linux"]["resources"]["cpu"] == {"shares": 512}
+    mounts = {m["destination"]: m for m in spec["mounts"]}
+    assert mounts["/run"] == {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                              "options": ["nosuid", "nodev", "noexec", "ro", "size=1048576", "mode=700"]}
+    assert mounts["/data"]["options"] == ["rbind", "rprivate"] and mounts["/data"]["source"] == str(tmp_path)
+
+
+def test_capability_set():
+    from worker.runtime.spec import DEFAULT_CAPABILITIES, capability_set
+    assert capability_set([], []) == DEFAULT_CAPABILITIES
+    assert capability_set(["ALL"], ["ALL"]) == []
+    assert len(capability_set(["ALL"], [])) == 41
+    assert capability_set(["net_admin"], ["ALL"]) == ["CAP_NET_ADMIN"]
+
+
+def test_parse_size():
+    assert parse_size("10m", "log_max_size") == 10 << 20
+    assert parse_size("512k", "x") == 512 << 10 and parse_size("1g", "x") == 1 << 30 and parse_size(42, "x") == 42
+    with pytest.raises(ValueError, match="log_max_size: 'ten' is not a size"):
+        parse_size("ten", "log_max_size")

@@ -25,11 +25,40 @@ class Resources:
     memory_limit: int | None = None   # bytes; swap is not allowed on top of it
     pids_limit: int | None = None
     nano_cpus: int | None = None      # 1e9 = one CPU
+    memory_reservation: int | None = None  # bytes: v1 soft limit, v2 memory.low
+    cpu_shares: int | None = None     # v1 cpu.shares; v2 cpu.weight converted as runc does
+    devices: tuple = ()               # OCI linux.resources.devices rules, in order
 
     def cpu_quota_us(self) -> int | None:
         if not self.nano_cpus:
             return None
         return max(1000, self.nano_cpus * CFS_PERIOD_US // 1_000_000_000)
+
+    @classmethod
+    def from_oci(cls, res: dict) -> "Resources":
+        """From an OCI spec's linux.resources (what runc would apply)."""
+        mem, pids, cpu = res.get("memory") or {}, res.get("pids") or {}, res.get("cpu") or {}
+        nano = None
+        if cpu.get("quota") and cpu["quota"] > 0:
+            nano = cpu["quota"] * 1_000_000_000 // (cpu.get("period") or CFS_PERIOD_US)
+        return cls(memory_limit=mem.get("limit"), pids_limit=pids.get("limit"), nano_cpus=nano,
+                   memory_reservation=mem.get("reservation"), cpu_shares=cpu.get("shares"),
+                   devices=tuple(res.get("devices") or ()))
+
+
+def device_rule(rule: dict) -> str:
+    """"c 1:3 rwm" for a v1 devices.allow/deny line (no type, major or minor: "a", "*")."""
+    kind = rule.get("type") or "a"
+    if kind == "a":
+        return "a"
+    major = "*" if rule.get("major") in (None, -1) else str(rule["major"])
+    minor = "*" if rule.get("minor") in (None, -1) else str(rule["minor"])
+    return f"{kind} {major}:{minor} {rule.get('access') or 'rwm'}"
+
+
+def cpu_weight(shares: int) -> int:
+    """cgroup v2 cpu.weight for v1 cpu.shares (the conversion runc and crun use)."""
+    return 1 + ((shares - 2) * 9999) // 262142
 
 
 @dataclass(frozen=True)
@@ -104,6 +133,14 @@ class Cgroup:
         self.layout = layout
         self.parent = parent.strip("/")
         self.name = name
+
+    @classmethod
+    def from_path(cls, layout: CgroupLayout, cgroups_path: str) -> "Cgroup":
+        """The cgroup an OCI spec's linux.cgroupsPath names ("/shoal/<id>"), below each hierarchy's root."""
+        parent, _, name = cgroups_path.strip("/").rpartition("/")
+        if not parent or not name:
+            raise ValueError(f"linux.cgroupsPath: must be parent/name, got {cgroups_path!r}")
+        return cls(layout, parent, name)
 
     def dirs(self) -> list[Path]:
         if self.layout.version == 2:
@@ -185,6 +222,17 @@ class Cgroup:
         if quota is not None:
             _write(self._controller_file("cpu", "cpu.cfs_period_us", "nano_cpus"), str(CFS_PERIOD_US))
             _write(self._controller_file("cpu", "cpu.cfs_quota_us", "nano_cpus"), str(quota))
+        if res.memory_reservation is not None:
+            _write(self._controller_file("memory", "memory.soft_limit_in_bytes", "memory_reservation"),
+                   str(res.memory_reservation))
+        if res.cpu_shares is not None:
+            _write(self._controller_file("cpu", "cpu.shares", "cpu_shares"), str(res.cpu_shares))
+        if res.devices:
+            d = self._dir("devices")
+            if d is None:
+                raise RuntimeError("devices: the devices cgroup controller is not mounted as a v1 hierarchy")
+            for rule in res.devices:
+                _write(d / ("devices.allow" if rule.get("allow") else "devices.deny"), device_rule(rule))
 
     def _limits_v2(self, res: Resources) -> None:
         if res.memory_limit is not None:
@@ -198,6 +246,13 @@ class Cgroup:
         quota = res.cpu_quota_us()
         if quota is not None:
             _write(self._controller_file("cpu", "cpu.max", "nano_cpus"), f"{quota} {CFS_PERIOD_US}")
+        if res.memory_reservation is not None:
+            _write(self._controller_file("memory", "memory.low", "memory_reservation"), str(res.memory_reservation))
+        if res.cpu_shares is not None:
+            _write(self._controller_file("cpu", "cpu.weight", "cpu_shares"), str(cpu_weight(res.cpu_shares)))
+        if res.devices:
+            from . import devices_bpf  # cgroup v2 controls devices with an eBPF program
+            devices_bpf.attach(self.dirs()[0], list(res.devices))
 
     def memory_limit(self) -> int | None:
         d = self._dir("memory")
@@ -206,6 +261,32 @@ class Cgroup:
         name = "memory.max" if self.layout.version == 2 else "memory.limit_in_bytes"
         raw = (d / name).read_text().strip()
         return None if raw == "max" else int(raw)
+
+    def stats(self) -> dict[str, int | None]:
+        """CPU time, memory use and limit, process count, read from the cgroup files (None when
+        the controller is missing). Memory use leaves out the inactive page cache, as `docker
+        stats` does; an unlimited memory limit reads as the host's memory."""
+        if self.layout.version == 2:
+            d = self.dirs()[0]
+            cpu = _keyed(d / "cpu.stat").get("usage_usec")
+            usage = _int_file(d / "memory.current")
+            inactive = _keyed(d / "memory.stat").get("inactive_file", 0)
+            limit = _int_file(d / "memory.max")
+            pids = _int_file(d / "pids.current")
+            cpu_ns = cpu * 1000 if cpu is not None else None
+        else:
+            cpu_dir, mem_dir, pids_dir = self._dir("cpuacct"), self._dir("memory"), self._dir("pids")
+            cpu_ns = _int_file(cpu_dir / "cpuacct.usage") if cpu_dir else None
+            usage = _int_file(mem_dir / "memory.usage_in_bytes") if mem_dir else None
+            inactive = _keyed(mem_dir / "memory.stat").get("total_inactive_file", 0) if mem_dir else 0
+            limit = _int_file(mem_dir / "memory.limit_in_bytes") if mem_dir else None
+            pids = _int_file(pids_dir / "pids.current") if pids_dir else None
+        total = _host_memory()
+        if limit is None or limit >= total:
+            limit = total
+        if usage is not None:
+            usage = max(0, usage - inactive)
+        return {"cpu_usage_ns": cpu_ns, "memory_usage_bytes": usage, "memory_limit_bytes": limit, "pids": pids}
 
     def remove(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -219,3 +300,34 @@ class Cgroup:
                 os.rmdir(d.parent)
             except OSError:
                 pass  # still in use by other containers, or already gone
+
+
+def _int_file(path: Path) -> int | None:
+    try:
+        raw = path.read_text().strip()
+    except OSError:
+        return None
+    if raw == "max":
+        return 2**63 - 1
+    return int(raw) if raw.lstrip("-").isdigit() else None
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            out[key] = int(value)
+    return out
+
+
+def _host_memory() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 2**63 - 1

@@ -6,12 +6,71 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import linux
+
 MIN_MEMORY = 6 * 1024 * 1024  # Docker's minimum; below it the runtime's own setup cannot fit
 
 _ID = re.compile(r"^[a-f0-9]{64}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[A-Za-z0-9_.][A-Za-z0-9_.-]*)?$")
 _ENV_NAME = re.compile(r"^[^=\0]+$")
+
+# Docker's --ulimit names and the RLIMIT_* each stands for.
+ULIMITS = {
+    "as": "RLIMIT_AS", "core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA",
+    "fsize": "RLIMIT_FSIZE", "locks": "RLIMIT_LOCKS", "memlock": "RLIMIT_MEMLOCK",
+    "msgqueue": "RLIMIT_MSGQUEUE", "nice": "RLIMIT_NICE", "nofile": "RLIMIT_NOFILE",
+    "nproc": "RLIMIT_NPROC", "rss": "RLIMIT_RSS", "rtprio": "RLIMIT_RTPRIO", "rttime": "RLIMIT_RTTIME",
+    "sigpending": "RLIMIT_SIGPENDING", "stack": "RLIMIT_STACK",
+}
+MOUNT_TYPES = ("bind", "tmpfs")
+_SIZE = re.compile(r"^(\d+)([kmg]?)b?$", re.IGNORECASE)
+
+
+def parse_size(text: str | int, field: str) -> int:
+    """Bytes from 1024, "10k", "10m", "1g" (Docker's log-opt max-size units)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _SIZE.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{field}: {text!r} is not a size such as 10m")
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+
+
+@dataclass
+class Mount:
+    """A bind mount of a host path (a named volume is a bind of its directory) or a tmpfs."""
+    type: str                            # "bind" | "tmpfs"
+    target: str                          # absolute path in the container
+    source: str = ""                     # host path, for bind
+    read_only: bool = False
+    tmpfs_size: int | None = None        # bytes
+    tmpfs_mode: int | None = None        # e.g. 0o1777
+
+    def validate(self, i: int) -> None:
+        where = f"mounts[{i}]"
+        if self.type not in MOUNT_TYPES:
+            raise ValueError(f"{where}.type: must be one of {', '.join(MOUNT_TYPES)}, got {self.type!r}")
+        if not self.target.startswith("/") or "\0" in self.target:
+            raise ValueError(f"{where}.target: must be an absolute path, got {self.target!r}")
+        if self.type == "bind" and (not self.source.startswith("/") or not os.path.exists(self.source)):
+            raise ValueError(f"{where}.source: {self.source!r} is not an existing absolute host path")
+        if self.type == "tmpfs" and self.source:
+            raise ValueError(f"{where}.source: a tmpfs mount takes no source")
+
+
+@dataclass
+class UserNamespace:
+    """Run the container in a user namespace: uid/gid 0..size-1 inside are host_uid/host_gid.. outside."""
+    host_uid: int = 100000
+    host_gid: int = 100000
+    size: int = 65536
+
+    def validate(self) -> None:
+        for name in ("host_uid", "host_gid", "size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (1 if name == "size" else 0) or value >= 2**32 - 1:
+                raise ValueError(f"user_namespace.{name}: must be an integer in range, got {value!r}")
 
 
 @dataclass
@@ -27,6 +86,19 @@ class ContainerConfig:
     pids_limit: int | None = None
     nano_cpus: int | None = None         # 1e9 = one CPU
     labels: dict[str, str] = field(default_factory=dict)
+    memory_reservation: int | None = None  # bytes: soft limit
+    cpu_shares: int | None = None        # relative weight, 2..262144 (1024 = default)
+    read_only: bool = False              # root filesystem read-only
+    no_new_privileges: bool = True
+    seccomp: str = "default"             # "default" (Docker's profile) | "unconfined"
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    ulimits: dict[str, tuple[int, int]] = field(default_factory=dict)  # "nofile": (soft, hard)
+    cgroupns: bool = True                # private cgroup namespace
+    user_namespace: UserNamespace | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    log_max_size: int = 10 * 1024 * 1024  # json-file rotation, as Docker's max-size
+    log_max_files: int = 3
 
     def validate(self) -> None:
         if not isinstance(self.id, str) or not _ID.match(self.id):
@@ -62,6 +134,37 @@ class ContainerConfig:
         for key, value in self.labels.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ValueError("labels: keys and values must be strings")
+        if self.memory_reservation is not None:
+            if self.memory_reservation <= 0:
+                raise ValueError(f"memory_reservation: must be positive, got {self.memory_reservation}")
+            if self.memory_limit is not None and self.memory_reservation > self.memory_limit:
+                raise ValueError("memory_reservation: must not be above memory_limit")
+        if self.cpu_shares is not None and not 2 <= self.cpu_shares <= 262144:
+            raise ValueError(f"cpu_shares: must be between 2 and 262144, got {self.cpu_shares}")
+        if self.seccomp not in ("default", "unconfined"):
+            raise ValueError(f"seccomp: must be 'default' or 'unconfined', got {self.seccomp!r}")
+        for name in ("cap_add", "cap_drop"):
+            for cap in getattr(self, name):
+                full = cap.upper() if cap.upper().startswith("CAP_") else "CAP_" + cap.upper()
+                if cap.upper() != "ALL" and full not in linux.CAPABILITIES:
+                    raise ValueError(f"{name}: unknown capability {cap!r}")
+        for key, value in self.ulimits.items():
+            if key not in ULIMITS:
+                raise ValueError(f"ulimits: unknown limit {key!r}")
+            if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(
+                    isinstance(v, int) and v >= -1 for v in value):
+                raise ValueError(f"ulimits: {key} must be (soft, hard), got {value!r}")
+            soft, hard = (v if v >= 0 else 2**64 - 1 for v in value)
+            if soft > hard:
+                raise ValueError(f"ulimits: {key} soft limit {value[0]} is above the hard limit {value[1]}")
+        if self.user_namespace is not None:
+            self.user_namespace.validate()
+        for i, m in enumerate(self.mounts):
+            m.validate(i)
+        if self.log_max_size < 4096:
+            raise ValueError(f"log_max_size: minimum is 4096 bytes, got {self.log_max_size}")
+        if not 1 <= self.log_max_files <= 100:
+            raise ValueError(f"log_max_files: must be between 1 and 100, got {self.log_max_files}")
 
     @property
     def effective_hostname(self) -> str:

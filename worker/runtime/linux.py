@@ -43,6 +43,19 @@ MS_STRICTATIME = 1 << 24
 MNT_FORCE = 1
 MNT_DETACH = 2
 
+# Capability numbers are the positions in this list (linux/capability.h).
+CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+]
+
+PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -102,6 +115,21 @@ def sethostname(name: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl {option}")
+
+
+def malloc_trim() -> None:
+    """Give free heap memory back to the system (glibc keeps it otherwise)."""
+    try:
+        _libc.malloc_trim(0)
+    except AttributeError:
+        pass  # not glibc
+
+
+def set_process_name(name: str) -> None:
+    """The name ps and top show (comm, at most 15 bytes): forked helpers share the
+    supervisor's command line, so this is what tells them apart."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    _libc.prctl(15, ctypes.addressof(buf), 0, 0, 0)  # PR_SET_NAME
 
 
 class _CapHeader(ctypes.Structure):

@@ -1,29 +1,35 @@
-"""The container's init, between fork and exec: namespaces, rootfs, devices, identity.
+"""The container's init, between fork and exec: namespaces, rootfs, devices, identity, seccomp.
 
-Runs in the child the shim forks (already pid 1 of a new pid namespace). It follows the
-OCI runtime spec in config.json, so the same bundle means the same container under runc.
-On any failure it writes "<exit code>:<message>" to the error pipe and exits with that code;
-on success the pipe closes at exec (it is close-on-exec) and the shim reads nothing.
+Runs in a child of the container's shim. It follows the OCI runtime spec in config.json, so
+the same bundle means the same container under runc. On any failure it writes
+"<exit code>:<message>" to the error pipe and exits with that code; on success the pipe closes
+at exec (it is close-on-exec) and the shim reads nothing.
+
+Order matters and follows runc: join the cgroups first (so the cgroup namespace is rooted at
+the container's cgroup), unshare, mount, pivot_root, then set rlimits, drop privileges, set
+no_new_privs, load the seccomp filter as the very last step before execve.
+
+With a user namespace (linux.uidMappings), the process forked by the shim creates it, waits for
+the shim to write the id maps (only a process outside can map a range), becomes root inside,
+creates the other namespaces (so that they belong to the user namespace) and forks the real
+init into the new pid namespace; the shim, a child subreaper, adopts that init.
 
 Importable on its own (the shim imports it as `nsinit`), so no package imports.
 """
 import os
+import resource
 import signal
 import stat
 
-import linux
-from paths import secure_join
+try:
+    from . import linux, seccomp
+    from .paths import secure_join
+except ImportError:  # loaded on its own by the supervisor
+    import linux
+    import seccomp
+    from paths import secure_join
 
-CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-]
+CAPABILITIES = linux.CAPABILITIES
 
 _MOUNT_FLAGS = {
     "ro": (linux.MS_RDONLY, True), "rw": (linux.MS_RDONLY, False),
@@ -48,6 +54,10 @@ _PROPAGATION = {
 # Flags a bind remount must repeat, or the kernel refuses to clear locked ones.
 _KEEP_ON_REMOUNT = (linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
                     | linux.MS_NOATIME | linux.MS_NODIRATIME | linux.MS_RELATIME)
+_STATVFS_TO_MS = ((os.ST_RDONLY, linux.MS_RDONLY), (os.ST_NOSUID, linux.MS_NOSUID),
+                  (os.ST_NODEV, linux.MS_NODEV), (os.ST_NOEXEC, linux.MS_NOEXEC),
+                  (os.ST_NOATIME, linux.MS_NOATIME), (os.ST_NODIRATIME, linux.MS_NODIRATIME),
+                  (os.ST_RELATIME, linux.MS_RELATIME))
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -72,6 +82,11 @@ def parse_mount_options(options):
     return flags, propagation, ",".join(data) or None
 
 
+def _mount_flags_of(path: str) -> int:
+    f = os.statvfs(path).f_flag
+    return sum(ms for st, ms in _STATVFS_TO_MS if f & st)
+
+
 def _make_target(dest: str, like_dir: bool) -> None:
     if like_dir:
         os.makedirs(dest, exist_ok=True)
@@ -80,18 +95,53 @@ def _make_target(dest: str, like_dir: bool) -> None:
         os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
 
 
-def do_mount(rootfs: str, m: dict) -> None:
+def v1_hierarchies():
+    """[(mount point name, subsystem options)] of the host's cgroup v1 hierarchies."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            fields, post_fields = pre.split(), post.split()
+            if len(post_fields) >= 3 and post_fields[0] == "cgroup":
+                opts = [o for o in post_fields[2].split(",") if o not in ("rw", "ro")
+                        and not o.startswith("release_agent=") and o not in ("xattr", "clone_children",
+                                                                            "noprefix", "cpuset_v2_mode")]
+                out.append((os.path.basename(fields[4]), ",".join(opts)))
+    return out
+
+
+def mount_cgroup(dest: str, flags: int, hierarchies, version: int) -> None:
+    """The container's view of its cgroups: in a cgroup namespace, each hierarchy shows the
+    container's own cgroup as its root (v1: a tmpfs with one mount per hierarchy, as runc does)."""
+    _make_target(dest, True)
+    if version == 2:
+        linux.mount("cgroup2", dest, "cgroup2", flags)
+        return
+    # The tmpfs stays writable, the hierarchies on it are read-only (as runc and crun do it).
+    linux.mount("tmpfs", dest, "tmpfs", flags & ~linux.MS_RDONLY, "mode=755")
+    for name, opts in hierarchies:
+        target = os.path.join(dest, name)
+        os.mkdir(target)
+        linux.mount("cgroup", target, "cgroup", flags, opts)
+        for sub in opts.split(","):
+            if sub != name and "=" not in sub and "," in name:  # co-mounted: cpu -> cpu,cpuacct
+                os.symlink(name, os.path.join(dest, sub))
+
+
+def do_mount(rootfs: str, m: dict, cgroups: dict) -> None:
     dest = secure_join(rootfs, m["destination"])
     flags, propagation, data = parse_mount_options(m.get("options"))
     fstype = m.get("type") or None
     source = m.get("source")
-    if fstype == "bind" or flags & linux.MS_BIND:
+    if fstype == "cgroup":
+        mount_cgroup(dest, flags, cgroups.get("hierarchies") or [], cgroups.get("version", 1))
+    elif fstype == "bind" or flags & linux.MS_BIND:
         flags |= linux.MS_BIND
         _make_target(dest, os.path.isdir(source))
         linux.mount(source, dest, None, flags & (linux.MS_BIND | linux.MS_REC))
         extra = flags & ~(linux.MS_BIND | linux.MS_REC)
         if extra:
-            current = os.statvfs(dest).f_flag & _KEEP_ON_REMOUNT
+            current = _mount_flags_of(dest) & _KEEP_ON_REMOUNT
             linux.mount(source, dest, None, linux.MS_BIND | linux.MS_REMOUNT | current | extra)
     else:
         _make_target(dest, True)
@@ -155,7 +205,7 @@ def readonly_paths(paths: list) -> None:
         if not os.path.exists(p):
             continue
         linux.mount(p, p, None, linux.MS_BIND | linux.MS_REC)
-        current = os.statvfs(p).f_flag & _KEEP_ON_REMOUNT
+        current = _mount_flags_of(p) & _KEEP_ON_REMOUNT
         linux.mount(p, p, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_REC | linux.MS_RDONLY | current)
 
 
@@ -168,7 +218,7 @@ def _mask(names) -> int:
     return mask
 
 
-def _last_cap() -> int:
+def last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read())
@@ -176,27 +226,25 @@ def _last_cap() -> int:
         return len(CAPABILITIES) - 1
 
 
-def switch_identity(process: dict, last_cap: int) -> None:
+def switch_identity(process: dict, last: int) -> None:
     """Drop the bounding set, become the user, then set the capability sets the spec asks."""
     user = process.get("user") or {}
     caps = process.get("capabilities")
     if caps is not None:
         keep = _mask(caps.get("bounding"))
-        for cap in range(last_cap + 1):
+        for cap in range(last + 1):
             if not keep & (1 << cap):
                 linux.prctl(linux.PR_CAPBSET_DROP, cap)
         linux.prctl(linux.PR_SET_KEEPCAPS, 1)
     os.setgroups(list(user.get("additionalGids") or []))
-    os.setgid(user.get("gid", 0))
-    os.setuid(user.get("uid", 0))
+    os.setresgid(user.get("gid", 0), user.get("gid", 0), user.get("gid", 0))
+    os.setresuid(user.get("uid", 0), user.get("uid", 0), user.get("uid", 0))
     if caps is not None:
         linux.prctl(linux.PR_SET_KEEPCAPS, 0)
         linux.capset(_mask(caps.get("effective")), _mask(caps.get("permitted")),
                      _mask(caps.get("inheritable")))
         for cap in caps.get("ambient") or []:
             linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, CAPABILITIES.index(cap))
-    if process.get("noNewPrivileges"):
-        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
 
 
 def find_executable(name: str, env: list) -> str:
@@ -214,14 +262,16 @@ def find_executable(name: str, env: list) -> str:
 
 
 def set_rlimits(rlimits: list) -> None:
-    if not rlimits:
-        return
-    import resource
-    for rl in rlimits:
+    for rl in rlimits or []:
         which = getattr(resource, rl["type"], None)
         if which is None:
             raise InitError(128, f"rlimits: unknown limit {rl['type']!r}")
-        resource.setrlimit(which, (rl["soft"], rl["hard"]))
+        soft = resource.RLIM_INFINITY if rl["soft"] >= 2**64 - 1 else rl["soft"]
+        hard = resource.RLIM_INFINITY if rl["hard"] >= 2**64 - 1 else rl["hard"]
+        try:
+            resource.setrlimit(which, (soft, hard))
+        except (ValueError, OSError) as exc:
+            raise InitError(128, f"rlimits: {rl['type']}: {exc}") from None
 
 
 def reset_signals() -> None:
@@ -232,31 +282,115 @@ def reset_signals() -> None:
                 signal.signal(sig, signal.SIG_DFL)
             except (OSError, ValueError):
                 pass
+    signal.set_wakeup_fd(-1)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def seccomp_program(linux_spec: dict, compiled=None):
+    """The filter for linux.seccomp: as the daemon compiled it at create, else compiled here."""
+    section = linux_spec.get("seccomp")
+    if not section:
+        return None
+    if compiled:
+        return compiled
+    try:
+        return seccomp.compile_cached(section)
+    except ValueError as exc:
+        raise InitError(128, str(exc)) from None
+
+
+def finish_process(process: dict, linux_spec: dict, env: list, keep_fds=(), pdeathsig: int = 0,
+                   compiled_seccomp=None) -> None:
+    """The common end of the container init and of exec: identity, no_new_privs, seccomp, exec."""
+    args = process["args"]
+    prog = seccomp_program(linux_spec, compiled_seccomp)
+    nnp = bool(process.get("noNewPrivileges"))
+    if prog is not None and not nnp:
+        seccomp.load(prog)  # still privileged: without no_new_privs only CAP_SYS_ADMIN may load it
+    switch_identity(process, last_cap())
+    if pdeathsig:
+        linux.prctl(linux.PR_SET_PDEATHSIG, pdeathsig)  # after the uid change, which clears it
+    cwd = process.get("cwd") or "/"
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise InitError(128, f"cwd: cannot enter {cwd}: {exc.strerror}") from None
+    path = find_executable(args[0], env)
+    if nnp:
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    environ = dict(item.split("=", 1) for item in env if "=" in item)
+    reset_signals()
+    low = 3
+    for fd in sorted(keep_fds):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+    if prog is not None and nnp:
+        seccomp.load(prog)
+    try:
+        os.execve(path, args, environ)
+    except FileNotFoundError:
+        raise InitError(127, f"exec: {path}: no such file or directory") from None
+    except PermissionError:
+        raise InitError(126, f"exec: {path}: permission denied") from None
+    except OSError as exc:
+        raise InitError(126, f"exec: {path}: {exc.strerror}") from None
+
+
+def _write_map(pid: int, kind: str, mappings: list) -> None:
+    text = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in mappings)
+    with open(f"/proc/{pid}/{kind}_map", "w") as f:
+        f.write(text)
+
+
+def map_ids(pid: int, linux_spec: dict) -> None:
+    """Write a child's uid/gid maps (called by the shim, outside the user namespace)."""
+    _write_map(pid, "uid", linux_spec.get("uidMappings") or [])
+    _write_map(pid, "gid", linux_spec.get("gidMappings") or [])
+
+
+def _enter_user_namespace(linux_spec: dict, sync: int, new_pid_ns: bool) -> None:
+    """Create the user namespace and the pid namespace inside it; returns in the new init."""
+    linux.unshare(linux.CLONE_NEWUSER)
+    os.write(sync, b"U")
+    if os.read(sync, 1) != b"G":
+        raise InitError(128, "user namespace: the shim did not write the id maps")
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    if new_pid_ns:
+        linux.unshare(linux.CLONE_NEWPID)
+    pid = os.fork()
+    if pid:
+        os.write(sync, f"P{pid}\n".encode())
+        os._exit(0)  # the shim, a subreaper, adopts the init
+    os.close(sync)
 
 
 def setup_and_exec(spec: dict, bundle: str, meta: dict, errfd: int) -> None:
     os.umask(0o022)
     os.setsid()
-    null = os.open("/dev/null", os.O_RDWR)
-    log = os.open(meta["log_path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(null)
-    os.close(log)
-    # Opened now, written just before exec: the host's cgroupfs is out of sight after pivot_root,
-    # and joining late keeps this Python process's setup out of the container's memory account.
-    cgroup_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in meta["cgroups"]["procs"]]
-    last_cap = _last_cap()
+    stdio = meta["stdio"]
+    for target, fd in enumerate(stdio):
+        os.dup2(fd, target)
+    cgroup_info = meta.get("cgroups") or {}
+    # Join the cgroups first: the cgroup namespace is rooted where the process is when it is
+    # created, and the container's memory account then covers everything from here on.
+    for path in cgroup_info.get("procs") or []:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
 
     linux_spec = spec.get("linux", {})
     kinds = {ns["type"] for ns in linux_spec.get("namespaces", [])}
-    flags = 0
-    for kind in kinds - {"pid"}:
-        flags |= linux.NAMESPACE_FLAGS[kind]
     if "mount" not in kinds:
         raise InitError(128, "namespaces: a mount namespace is required")
+    if "user" in kinds:
+        _enter_user_namespace(linux_spec, meta["userns_sync"], "pid" in kinds)
+    flags = 0
+    for kind in kinds - {"pid", "user"}:
+        flags |= linux.NAMESPACE_FLAGS[kind]
     linux.unshare(flags)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
 
@@ -264,14 +398,17 @@ def setup_and_exec(spec: dict, bundle: str, meta: dict, errfd: int) -> None:
     rootfs = root if root.startswith("/") else os.path.join(bundle, root)
     linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)
     for m in spec.get("mounts", []):
-        do_mount(rootfs, m)
+        try:
+            do_mount(rootfs, m, cgroup_info)
+        except OSError as exc:
+            raise InitError(128, f"mounts: {m.get('destination')}: {exc.strerror or exc}") from None
     make_devices(rootfs, linux_spec.get("devices", []))
     dev_symlinks(rootfs)
     pivot(rootfs)
     mask_paths(linux_spec.get("maskedPaths", []))
     readonly_paths(linux_spec.get("readonlyPaths", []))
     if spec["root"].get("readonly"):
-        linux.mount("/", "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_REC)
+        linux.mount(None, "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | _mount_flags_of("/"))
     if "uts" in kinds and spec.get("hostname"):
         linux.sethostname(spec["hostname"])
     if "network" in kinds:
@@ -281,30 +418,8 @@ def setup_and_exec(spec: dict, bundle: str, meta: dict, errfd: int) -> None:
     set_rlimits(process.get("rlimits"))
     cwd = process.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True)
-    for fd in cgroup_fds:
-        os.write(fd, b"0")
-        os.close(fd)
-    switch_identity(process, last_cap)
-    try:
-        os.chdir(cwd)
-    except OSError as exc:
-        raise InitError(128, f"cwd: cannot enter {cwd}: {exc.strerror}") from None
-
-    args = process["args"]
-    env = process.get("env", [])
-    path = find_executable(args[0], env)
-    environ = dict(item.split("=", 1) for item in env)
-    reset_signals()
-    os.closerange(3, errfd)
-    os.closerange(errfd + 1, 1 << 16)
-    try:
-        os.execve(path, args, environ)
-    except FileNotFoundError:
-        raise InitError(127, f"exec: {path}: no such file or directory") from None
-    except PermissionError:
-        raise InitError(126, f"exec: {path}: permission denied") from None
-    except OSError as exc:
-        raise InitError(126, f"exec: {path}: {exc.strerror}") from None
+    finish_process(process, linux_spec, process.get("env", []), keep_fds=(errfd,),
+                   compiled_seccomp=meta.get("seccomp_prog"))
 
 
 def run(spec: dict, bundle: str, meta: dict, errfd: int) -> None:

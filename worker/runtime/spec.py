@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import ContainerConfig
+from . import seccomp_profile
+from .config import ULIMITS, ContainerConfig
+from .linux import CAPABILITIES
 
 OCI_VERSION = "1.0.2"
 
@@ -25,6 +27,34 @@ DEVICES = [("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
            ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0)]
 
 NAMESPACES = ["pid", "mount", "uts", "ipc", "network"]
+
+# The device cgroup rules runc and Docker give every container: create any node (m), but read
+# and write only the usual character devices, ptys and /dev/net/tun.
+DEVICE_RULES = [{"allow": False, "access": "rwm"},
+                {"allow": True, "type": "c", "access": "m"}, {"allow": True, "type": "b", "access": "m"}] + [
+    {"allow": True, "type": "c", "major": ma, "minor": mi, "access": "rwm"}
+    for ma, mi in ((1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 1), (136, None), (5, 2), (10, 200))]
+for _rule in DEVICE_RULES:
+    if _rule.get("minor", 0) is None:
+        del _rule["minor"]
+
+
+def capability_set(cap_add: list[str], cap_drop: list[str]) -> list[str]:
+    """Docker's default set with --cap-add/--cap-drop applied ("ALL" works in both)."""
+    def full(name: str) -> str:
+        name = name.upper()
+        return name if name.startswith("CAP_") or name == "ALL" else "CAP_" + name
+    add, drop = {full(c) for c in cap_add}, {full(c) for c in cap_drop}
+    caps = list(CAPABILITIES) if "ALL" in add else list(DEFAULT_CAPABILITIES)
+    caps += [c for c in CAPABILITIES if c in add and c not in caps]
+    if "ALL" in drop:
+        return [c for c in caps if c in add and "ALL" not in add]
+    return [c for c in caps if c not in drop]
+
+
+def home_dir(uid: int, passwd: str) -> str:
+    entry = _lookup(passwd, str(uid), by_name=False)
+    return entry[5] if entry and len(entry) > 5 and entry[5] else "/"
 
 
 def _lookup(table: str, key: str, by_name: bool) -> list[str] | None:
@@ -92,16 +122,26 @@ def resolv_conf(host_resolv: str) -> str:
 
 
 def build_spec(cfg: ContainerConfig, uid: int, gid: int, additional_gids: list[int],
-               cgroups_path: str, etc_files: dict[str, str]) -> dict[str, Any]:
+               cgroups_path: str, etc_files: dict[str, str], home: str = "/") -> dict[str, Any]:
     """config.json for cfg; etc_files maps "/etc/hostname" etc. to host files to bind in."""
-    root_caps = DEFAULT_CAPABILITIES if uid == 0 else []  # a non-root user gets none effective
+    bounding = capability_set(cfg.cap_add, cfg.cap_drop)
+    root_caps = bounding if uid == 0 else []  # a non-root user gets none effective
     resources: dict[str, Any] = {}
-    if cfg.memory_limit is not None:
-        resources["memory"] = {"limit": cfg.memory_limit, "swap": cfg.memory_limit}
+    if cfg.memory_limit is not None or cfg.memory_reservation is not None:
+        resources["memory"] = {}
+        if cfg.memory_limit is not None:
+            resources["memory"].update(limit=cfg.memory_limit, swap=cfg.memory_limit)
+        if cfg.memory_reservation is not None:
+            resources["memory"]["reservation"] = cfg.memory_reservation
     if cfg.pids_limit is not None:
         resources["pids"] = {"limit": cfg.pids_limit}
-    if cfg.nano_cpus is not None:
-        resources["cpu"] = {"quota": cfg.nano_cpus * 100_000 // 1_000_000_000, "period": 100_000}
+    if cfg.nano_cpus is not None or cfg.cpu_shares is not None:
+        resources["cpu"] = {}
+        if cfg.nano_cpus is not None:
+            resources["cpu"].update(quota=cfg.nano_cpus * 100_000 // 1_000_000_000, period=100_000)
+        if cfg.cpu_shares is not None:
+            resources["cpu"]["shares"] = cfg.cpu_shares
+    resources["devices"] = [dict(r) for r in DEVICE_RULES]
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -113,32 +153,65 @@ def build_spec(cfg: ContainerConfig, uid: int, gid: int, additional_gids: list[i
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["ro", "nosuid", "noexec", "nodev"]},
     ]
     for dest, src in sorted(etc_files.items()):
         mounts.append({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]})
+    for m in cfg.mounts:
+        if m.type == "bind":
+            opts = ["rbind", "rprivate"] + (["ro"] if m.read_only else [])
+            mounts.append({"destination": m.target, "type": "bind", "source": m.source, "options": opts})
+        else:
+            opts = ["nosuid", "nodev", "noexec"] + (["ro"] if m.read_only else [])
+            if m.tmpfs_size:
+                opts.append(f"size={m.tmpfs_size}")
+            if m.tmpfs_mode is not None:
+                opts.append(f"mode={m.tmpfs_mode:o}")
+            mounts.append({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": opts})
+    env = list(cfg.env)
+    if not any(e.startswith("HOME=") for e in env):
+        env.append(f"HOME={home}")  # as Docker does, from the user's /etc/passwd entry
+    namespaces = list(NAMESPACES) + (["cgroup"] if cfg.cgroupns else [])
+    linux: dict[str, Any] = {
+        "namespaces": [{"type": t} for t in namespaces],
+        "cgroupsPath": cgroups_path,
+        "resources": resources,
+        "devices": [{"path": p, "type": "c", "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
+                    for p, ma, mi in DEVICES],
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+    }
+    if cfg.user_namespace is not None:
+        u = cfg.user_namespace
+        linux["namespaces"].append({"type": "user"})
+        linux["uidMappings"] = [{"containerID": 0, "hostID": u.host_uid, "size": u.size}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": u.host_gid, "size": u.size}]
+    if cfg.seccomp == "default":
+        linux["seccomp"] = seccomp_profile.resolve(bounding)
+    process: dict[str, Any] = {
+        "terminal": False,
+        "user": {"uid": uid, "gid": gid, "additionalGids": additional_gids},
+        "args": list(cfg.args),
+        "env": env,
+        "cwd": cfg.cwd,
+        "capabilities": {"bounding": list(bounding), "effective": list(root_caps),
+                         "permitted": list(root_caps), "inheritable": [], "ambient": []},
+        "noNewPrivileges": cfg.no_new_privileges,
+    }
+    if cfg.ulimits:
+        process["rlimits"] = [{"type": ULIMITS[name], "soft": _rlim(soft), "hard": _rlim(hard)}
+                              for name, (soft, hard) in sorted(cfg.ulimits.items())]
     return {
         "ociVersion": OCI_VERSION,
-        "process": {
-            "terminal": False,
-            "user": {"uid": uid, "gid": gid, "additionalGids": additional_gids},
-            "args": list(cfg.args),
-            "env": list(cfg.env),
-            "cwd": cfg.cwd,
-            "capabilities": {"bounding": list(DEFAULT_CAPABILITIES), "effective": list(root_caps),
-                             "permitted": list(root_caps), "inheritable": [], "ambient": []},
-            "noNewPrivileges": False,
-        },
-        "root": {"path": "rootfs", "readonly": False},
+        "process": process,
+        "root": {"path": "rootfs", "readonly": cfg.read_only},
         "hostname": cfg.effective_hostname,
         "mounts": mounts,
         "annotations": dict(cfg.labels),
-        "linux": {
-            "namespaces": [{"type": t} for t in NAMESPACES],
-            "cgroupsPath": cgroups_path,
-            "resources": resources,
-            "devices": [{"path": p, "type": "c", "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
-                        for p, ma, mi in DEVICES],
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
+        "linux": linux,
     }
+
+
+def _rlim(value: int) -> int:
+    return 2**64 - 1 if value < 0 else value  # -1 is "unlimited", as Docker's --ulimit takes it
