@@ -28,6 +28,7 @@ def shoald(
     listen_addr: str = typer.Option("0.0.0.0:2377", "--listen-addr", help="Address for the cluster port (mutual TLS between nodes)."),
     advertise_addr: str = typer.Option("", "--advertise-addr", help="Address other nodes use to reach this one."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    runtime: str = typer.Option("shoal", "--runtime", help="Container engine for the OCI bundles: shoal (built in), runc or crun."),
     force_new_cluster: bool = typer.Option(False, "--force-new-cluster",
                                            help="Disaster recovery: restart this manager as a cluster of one from its state, keeping services and tasks."),
 ) -> None:
@@ -38,9 +39,12 @@ def shoald(
     if not isinstance(level, int):
         typer.echo(f"shoald: --log-level: unknown level {log_level!r} (debug, info, warning or error)", err=True)
         raise typer.Exit(2)
+    if runtime not in ("shoal", "runc", "crun"):
+        typer.echo(f"shoald: --runtime: must be shoal, runc or crun, got {runtime!r}", err=True)
+        raise typer.Exit(2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = NodeConfig(state_dir=state_dir, hostname=hostname or default_hostname(), cgroup_parent=cgroup_parent,
-                        listen_addr=listen_addr, advertise_addr=advertise_addr)
+                        listen_addr=listen_addr, advertise_addr=advertise_addr, runtime=runtime)
     try:
         asyncio.run(_serve(config, socket_path, force_new_cluster))
     except PermissionError as exc:

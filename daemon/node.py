@@ -59,6 +59,7 @@ class NodeConfig:
     hostname: str
     cgroup_parent: str = "shoal"
     listen_addr: str = "0.0.0.0:2377"
+    runtime: str = "shoal"  # or runc / crun: the same OCI bundle, another engine
     advertise_addr: str = ""
 
 
@@ -78,7 +79,8 @@ class NodeDaemon:
         self.config = config
         self.state_dir = config.state_dir
         self.images = ImageStore(self.state_dir / "images")
-        self.runtime = Runtime(self.state_dir / "containers", cgroup_parent=config.cgroup_parent)
+        self.runtime = Runtime(self.state_dir / "containers", cgroup_parent=config.cgroup_parent,
+                               engine=config.runtime)
         self.manager: Manager | None = None
         self.agent: Agent | None = None
         self.session: RemoteSession | None = None
