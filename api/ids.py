@@ -9,8 +9,13 @@ _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def new_id() -> str:
-    """A 25-character base36 id, as SwarmKit makes for nodes, services and tasks (~129 bits)."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(25))
+    """A 25-character base36 id, as SwarmKit makes for nodes, services and tasks (128 bits)."""
+    n = int.from_bytes(secrets.token_bytes(16), "big")
+    out = []
+    for _ in range(25):
+        n, r = divmod(n, 36)
+        out.append(_ALPHABET[r])
+    return "".join(out)
 
 
 def timestamp(epoch: float | None = None) -> str:

@@ -289,6 +289,11 @@ class NodeDaemon:
             if result.role == "manager":
                 self.identity["AdvertiseAddr"] = manager_addr
                 await self._start_manager(bootstrap=False)
+                # Return once this manager votes: until then it does not count toward the quorum.
+                for _ in range(300):
+                    if self.node_id in self.manager.raft.members()[0]:
+                        break
+                    await asyncio.sleep(0.05)
             self._write_identity(self.identity)
             await self._start_agent()
             return result.node_id

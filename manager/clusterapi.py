@@ -274,6 +274,8 @@ class ClusterAPI:
                 session.heartbeat()
                 if msg.get("Type") == "status":
                     await session.report(msg)
+                elif msg.get("Type") == "heartbeat":
+                    await ws.send_bytes(_HEARTBEAT_ACK)
                 elif msg.get("Type") != "heartbeat":
                     raise codec.DecodeError("Type", f"unknown message type {msg.get('Type')!r}")
         except asyncio.TimeoutError:
@@ -289,6 +291,9 @@ class ClusterAPI:
             dispatcher.close_session(session)
             if not ws.closed:
                 await ws.close()
+
+
+_HEARTBEAT_ACK = msgpack.packb({"Type": "heartbeat"})
 
 
 def _decode_frame(frame) -> dict:

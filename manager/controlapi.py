@@ -48,6 +48,8 @@ async def error_middleware(request: web.Request, handler):
         return error_response(exc.status, str(exc))
     except web.HTTPException:
         raise
+    except StoreError as exc:
+        return error_response(exc.status, str(exc))
     except Exception as exc:
         logging.getLogger("shoal.api").exception("%s %s failed", request.method, request.path)
         return error_response(500, f"internal error: {exc}")

@@ -154,7 +154,7 @@ class Manager:
         if not leader or self.raft.leader_id == self.node_id:
             raise NoLeader()
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, sock_connect=2)) as http:
                 async with http.request(method, f"https://{leader}/control{path_qs}", data=body,
                                         headers={"Content-Type": content_type}, ssl=self.ssl_context()) as resp:
                     return resp.status, await resp.read(), resp.content_type

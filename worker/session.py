@@ -127,7 +127,13 @@ class RemoteSession:
                 self.connected.set()
                 beat = asyncio.create_task(self._heartbeats(ws))
                 try:
-                    async for frame in ws:
+                    while True:
+                        # The manager answers every heartbeat: silence means a dead link (a cut,
+                        # or a deposed leader behind one), so go find the leader again.
+                        try:
+                            frame = await asyncio.wait_for(ws.receive(), timeout=3 * self.heartbeat_period)
+                        except asyncio.TimeoutError:
+                            raise ConnectionError("the manager stopped answering heartbeats") from None
                         if frame.type != aiohttp.WSMsgType.BINARY:
                             break
                         msg = msgpack.unpackb(frame.data, raw=False)

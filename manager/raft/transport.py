@@ -58,7 +58,7 @@ class Peer:
                 while not self.queue.empty():
                     self.queue.get_nowait()
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                backoff = min(backoff * 2, 0.2)
 
     def send(self, wires: list[dict]) -> None:
         try:
