@@ -95,8 +95,9 @@ class Placement:
 
 @dataclass
 class NetworkAttachmentConfig:
-    target: str = ""
+    target: str = ""  # a network's id or name
     aliases: list[str] = field(default_factory=list)
+    driver_opts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,9 +121,22 @@ class GlobalService:
 
 
 @dataclass
+class ReplicatedJob:
+    max_concurrent: int = 1
+    total_completions: Optional[int] = None  # unset: MaxConcurrent, as in the Docker API
+
+
+@dataclass
+class GlobalJob:
+    pass
+
+
+@dataclass
 class ServiceMode:
     replicated: Optional[ReplicatedService] = None
     global_: Optional[GlobalService] = None
+    replicated_job: Optional[ReplicatedJob] = None
+    global_job: Optional[GlobalJob] = None
 
 
 @dataclass
@@ -171,6 +185,12 @@ class UpdateStatus:
 
 
 @dataclass
+class JobStatus:
+    job_iteration: Version = field(default_factory=Version)  # bumped by every spec update of a job
+    last_execution: str = ""
+
+
+@dataclass
 class Service:
     id: str = ""
     version: Version = field(default_factory=Version)
@@ -179,6 +199,8 @@ class Service:
     spec: ServiceSpec = field(default_factory=ServiceSpec)
     previous_spec: Optional[ServiceSpec] = None
     update_status: Optional[UpdateStatus] = None
+    job_status: Optional[JobStatus] = None  # job modes only
+    endpoint: Optional[Endpoint] = None  # the allocator's: published ports and virtual IPs
 
 
 # --- tasks --------------------------------------------------------------------------------
@@ -231,6 +253,8 @@ class Task:
     node_id: str = ""
     status: TaskStatus = field(default_factory=TaskStatus)
     desired_state: str = "running"
+    job_iteration: Optional[Version] = None  # job modes only: the JobIteration it was created for
+    networks_attachments: list[NetworkAttachment] = field(default_factory=list)  # the allocator's
 
 
 # --- nodes --------------------------------------------------------------------------------
@@ -290,6 +314,7 @@ class Node:
     description: NodeDescription = field(default_factory=NodeDescription)
     status: NodeStatus = field(default_factory=NodeStatus)
     manager_status: Optional[ManagerStatus] = None
+    attachments: list[NetworkAttachment] = field(default_factory=list)  # the node's own address on ingress
 
 
 # --- cluster ------------------------------------------------------------------------------
@@ -346,10 +371,107 @@ class Cluster:
     root_ca_key: str = ""
 
 
+# --- networks -----------------------------------------------------------------------------
+
+
+@dataclass
+class IPAMConfig:
+    subnet: str = ""
+    ip_range: str = ""
+    gateway: str = ""
+    auxiliary_addresses: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class IPAM:
+    driver: str = ""  # "" or "default": the cluster's own allocator
+    config: list[IPAMConfig] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class NetworkSpec:
+    """Docker's NetworkCreateRequest, as the user gave it."""
+    name: str = ""
+    driver: str = "overlay"
+    scope: str = ""
+    internal: bool = False
+    attachable: bool = False
+    ingress: bool = False
+    enable_ipv6: bool = field(default=False, metadata={"wire": "EnableIPv6"})
+    ipam: Optional[IPAM] = None
+    options: dict[str, str] = field(default_factory=dict)  # "encrypted": IPsec between nodes
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Driver:
+    name: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Network:
+    """A swarm-scoped overlay network. DriverState (the VXLAN id) and IPAMOptions (subnet and
+    gateway in use) are the allocator's, set once on the leader and kept for the network's life."""
+    id: str = ""
+    version: Version = field(default_factory=Version)
+    created_at: str = ""
+    updated_at: str = ""
+    spec: NetworkSpec = field(default_factory=NetworkSpec)
+    driver_state: Optional[Driver] = None
+    ipam_options: Optional[IPAM] = None
+
+
+@dataclass
+class NetworkAttachment:
+    """A task's (or a node's) place on a network: the network as allocated, and its addresses
+    there (a.b.c.d/n)."""
+    network: Network = field(default_factory=Network)
+    addresses: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EndpointVirtualIP:
+    network_id: str = ""
+    addr: str = ""  # a.b.c.d/n
+
+
+@dataclass
+class Endpoint:
+    """A service's endpoint as allocated: the spec it was allocated for, the published ports
+    (a port the user left unset gets one from 30000-32767) and a virtual IP per network."""
+    spec: Optional[EndpointSpec] = None
+    ports: list[PortConfig] = field(default_factory=list)
+    virtual_ips: list[EndpointVirtualIP] = field(default_factory=list)
+
+
+@dataclass
+class NetworkKey:
+    """A data-plane encryption key (Docker's EncryptionKey among NetworkBootstrapKeys)."""
+    key_id: int = 0  # 1..255: the top byte of the ESP SPI
+    key: str = ""  # base64 of 16 random bytes
+    created_at: str = ""
+
+
+@dataclass
+class NetworkKeys:
+    """The keys of encrypted overlay networks, the leader's: the first encrypts, every one
+    decrypts. The API never serves them; a node gets them only while it has an encrypted network."""
+    id: str = ""
+    version: Version = field(default_factory=Version)
+    created_at: str = ""
+    updated_at: str = ""
+    keys: list[NetworkKey] = field(default_factory=list)
+    step_at: str = ""  # when the last rotation step was taken
+
+
 # The tables of the replicated store, by kind.
 KINDS: dict[str, type] = {
     "cluster": Cluster,
     "node": Node,
     "service": Service,
     "task": Task,
+    "network": Network,
+    "networkkeys": NetworkKeys,
 }

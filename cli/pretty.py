@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from api.units import format_duration
+from cli.output import ago
 
 
 def pretty_service(s: dict) -> str:
@@ -15,8 +16,22 @@ def pretty_service(s: dict) -> str:
     mode = spec.get("Mode", {})
     if "Replicated" in mode:
         lines += ["Service Mode:\tReplicated", f" Replicas:\t{mode['Replicated'].get('Replicas', 0)}"]
+    elif "ReplicatedJob" in mode:
+        rj = mode["ReplicatedJob"]
+        lines += ["Service Mode:\tReplicatedJob", f" Max Concurrent:\t{rj.get('MaxConcurrent', 1)}",
+                  f" Total Completions:\t{rj.get('TotalCompletions', rj.get('MaxConcurrent', 1))}"]
+    elif "GlobalJob" in mode:
+        lines.append("Service Mode:\tGlobalJob")
     else:
         lines.append("Service Mode:\tGlobal")
+    us = s.get("UpdateStatus")
+    if us:
+        lines += ["UpdateStatus:", f" State:\t\t{us.get('State', '')}"]
+        if us.get("StartedAt"):
+            lines.append(f" Started:\t{ago(us['StartedAt'])}")
+        if us.get("State") in ("completed", "rollback_completed") and us.get("CompletedAt"):
+            lines.append(f" Completed:\t{ago(us['CompletedAt'])}")
+        lines.append(f" Message:\t{us.get('Message', '')}")
     pl = tt.get("Placement", {})
     if pl:
         lines.append("Placement:")
@@ -34,6 +49,19 @@ def pretty_service(s: dict) -> str:
             lines.append(f" Delay:\t\t{format_duration(rp['Delay'])}")
         if rp.get("MaxAttempts"):
             lines.append(f" Max Attempts:\t{rp['MaxAttempts']}")
+        if rp.get("Window"):
+            lines.append(f" Window:\t{format_duration(rp['Window'])}")
+    for key, title, verb in (("UpdateConfig", "UpdateConfig", "Update"), ("RollbackConfig", "RollbackConfig", "Rollback")):
+        uc = spec.get(key)
+        if uc is None:
+            continue
+        lines += [f"{title}:", f" Parallelism:\t{uc.get('Parallelism', 0)}"]
+        if uc.get("Delay"):
+            lines.append(f" Delay:\t\t{format_duration(uc['Delay'])}")
+        lines.append(f" On failure:\t{uc.get('FailureAction', 'pause')}")
+        lines.append(f" Monitoring Period: {format_duration(uc.get('Monitor', 5_000_000_000))}")
+        lines.append(f" Max failure ratio: {uc.get('MaxFailureRatio', 0):g}")
+        lines.append(f" {verb} order:{' ' * (6 if verb == 'Update' else 4)}{uc.get('Order', 'stop-first')}")
     lines += ["ContainerSpec:", f" Image:\t\t{cs.get('Image', '')}"]
     if cs.get("Command"):
         lines.append(f" Command:\t{' '.join(cs['Command'])}")

@@ -1,6 +1,9 @@
-"""Builds a ServiceSpec (Docker API JSON) from `service create` flags. Pure."""
+"""Builds a ServiceSpec (Docker API JSON) from `service create` flags, and applies the flags of
+`service update` to an existing one. Pure."""
 from __future__ import annotations
 
+import copy
+import shlex
 from dataclasses import dataclass, field
 
 from api.units import parse_bytes, parse_cpus, parse_duration
@@ -35,6 +38,26 @@ class ServiceOptions:
     stop_grace_period: str | None = None
     stop_signal: str = ""
     read_only: bool = False
+    max_concurrent: int | None = None
+    update: "UpdateFlags" = field(default_factory=lambda: UpdateFlags())
+    rollback: "UpdateFlags" = field(default_factory=lambda: UpdateFlags())
+
+
+@dataclass
+class UpdateFlags:
+    """--update-* or --rollback-* flags (None: not given)."""
+    parallelism: int | None = None
+    delay: str | None = None
+    failure_action: str | None = None
+    monitor: str | None = None
+    max_failure_ratio: str | None = None
+    order: str | None = None
+
+    def given(self) -> bool:
+        return any(v is not None for v in vars(self).values())
+
+
+MODES = ("replicated", "global", "replicated-job", "global-job")
 
 
 def _kv(items: list[str], field_name: str) -> dict[str, str]:
@@ -48,12 +71,23 @@ def _kv(items: list[str], field_name: str) -> dict[str, str]:
 
 
 def build_spec(o: ServiceOptions) -> dict:
-    if o.mode not in ("replicated", "global"):
-        raise ValueError(f"--mode: must be replicated or global, got {o.mode!r}")
+    if o.mode not in MODES:
+        raise ValueError(f"--mode: must be replicated, global, replicated-job or global-job, got {o.mode!r}")
     if o.replicas is not None and o.replicas < 0:
         raise ValueError(f"--replicas: must be 0 or more, got {o.replicas}")
-    if o.mode == "global" and o.replicas is not None:
-        raise ValueError("--replicas: can only be used with replicated mode")
+    if o.mode in ("global", "global-job") and o.replicas is not None:
+        raise ValueError("--replicas: can only be used with replicated or replicated-job mode")
+    if o.max_concurrent is not None and o.mode != "replicated-job":
+        raise ValueError("--max-concurrent: can only be used with replicated-job mode")
+    if o.max_concurrent is not None and o.max_concurrent < 0:
+        raise ValueError(f"--max-concurrent: must be 0 or more, got {o.max_concurrent}")
+    job = o.mode.endswith("-job")
+    if job and o.restart_condition == "any":
+        raise ValueError("--restart-condition: a job cannot restart on any exit (it would run completed "
+                         "tasks again): use on-failure or none")
+    if job and o.restart_condition is None:
+        o = copy.copy(o)
+        o.restart_condition = "on-failure"  # what a job means
     for e in o.env:
         if not e or e.startswith("="):
             raise ValueError(f"--env: {e!r} must be KEY=VALUE")
@@ -61,7 +95,6 @@ def build_spec(o: ServiceOptions) -> dict:
     if o.args:
         cs["Args"] = list(o.args)
     if o.entrypoint is not None:
-        import shlex
         cs["Command"] = shlex.split(o.entrypoint)
     if o.env:
         cs["Env"] = list(o.env)
@@ -135,6 +168,194 @@ def build_spec(o: ServiceOptions) -> dict:
         spec["Labels"] = _kv(o.labels, "--label")
     if o.mode == "global":
         spec["Mode"] = {"Global": {}}
+    elif o.mode == "global-job":
+        spec["Mode"] = {"GlobalJob": {}}
+    elif o.mode == "replicated-job":
+        total = 1 if o.replicas is None else o.replicas
+        # as Docker's CLI: MaxConcurrent defaults to --replicas
+        spec["Mode"] = {"ReplicatedJob": {"MaxConcurrent": total if o.max_concurrent is None else o.max_concurrent,
+                                          "TotalCompletions": total}}
     else:
         spec["Mode"] = {"Replicated": {"Replicas": 1 if o.replicas is None else o.replicas}}
+    if o.update.given():
+        spec["UpdateConfig"] = update_config({}, o.update, "update")
+    if o.rollback.given():
+        spec["RollbackConfig"] = update_config({}, o.rollback, "rollback")
     return spec
+
+
+def update_config(current: dict, f: UpdateFlags, prefix: str) -> dict:
+    """UpdateConfig / RollbackConfig JSON: `current` with the given flags applied."""
+    out = dict(current)
+    if f.parallelism is not None:
+        if f.parallelism < 0:
+            raise ValueError(f"--{prefix}-parallelism: must be 0 (all at once) or more, got {f.parallelism}")
+        out["Parallelism"] = f.parallelism
+    out.setdefault("Parallelism", 1)
+    if f.delay is not None:
+        out["Delay"] = parse_duration(f.delay, f"--{prefix}-delay")
+    if f.monitor is not None:
+        out["Monitor"] = parse_duration(f.monitor, f"--{prefix}-monitor")
+    actions = ("pause", "continue", "rollback") if prefix == "update" else ("pause", "continue")
+    if f.failure_action is not None:
+        if f.failure_action not in actions:
+            raise ValueError(f"--{prefix}-failure-action: must be {', '.join(actions[:-1])} or {actions[-1]}, "
+                             f"got {f.failure_action!r}")
+        out["FailureAction"] = f.failure_action
+    if f.max_failure_ratio is not None:
+        try:
+            ratio = float(f.max_failure_ratio)
+        except ValueError:
+            raise ValueError(f"--{prefix}-max-failure-ratio: must be a number, got {f.max_failure_ratio!r}") from None
+        if not 0 <= ratio <= 1:
+            raise ValueError(f"--{prefix}-max-failure-ratio: must be between 0 and 1, got {f.max_failure_ratio}")
+        out["MaxFailureRatio"] = ratio
+    if f.order is not None:
+        if f.order not in ("stop-first", "start-first"):
+            raise ValueError(f"--{prefix}-order: must be stop-first or start-first, got {f.order!r}")
+        out["Order"] = f.order
+    return out
+
+
+@dataclass
+class UpdateOptions:
+    """The flags of `service update` (None or empty: leave as it is)."""
+    image: str | None = None
+    args: str | None = None
+    entrypoint: str | None = None
+    env_add: list[str] = field(default_factory=list)
+    env_rm: list[str] = field(default_factory=list)
+    label_add: list[str] = field(default_factory=list)
+    label_rm: list[str] = field(default_factory=list)
+    container_label_add: list[str] = field(default_factory=list)
+    container_label_rm: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    limit_memory: str | None = None
+    limit_cpu: str | None = None
+    limit_pids: int | None = None
+    reserve_memory: str | None = None
+    reserve_cpu: str | None = None
+    constraint_add: list[str] = field(default_factory=list)
+    constraint_rm: list[str] = field(default_factory=list)
+    replicas: int | None = None
+    max_concurrent: int | None = None
+    restart_condition: str | None = None
+    restart_delay: str | None = None
+    restart_max_attempts: int | None = None
+    restart_window: str | None = None
+    stop_grace_period: str | None = None
+    stop_signal: str | None = None
+    force: bool = False
+    update: UpdateFlags = field(default_factory=UpdateFlags)
+    rollback: UpdateFlags = field(default_factory=UpdateFlags)
+
+
+def apply_update(spec: dict, o: UpdateOptions) -> dict:
+    """The ServiceSpec JSON that `service update` sends: `spec` with the flags applied, as
+    Docker's CLI applies them (lists gain and lose items, scalars are replaced)."""
+    spec = copy.deepcopy(spec)
+    task = spec.setdefault("TaskTemplate", {})
+    cs = task.setdefault("ContainerSpec", {})
+    if o.image is not None:
+        if not o.image:
+            raise ValueError("--image: must not be empty")
+        cs["Image"] = o.image
+    if o.args is not None:
+        _set_or_drop(cs, "Args", shlex.split(o.args))
+    if o.entrypoint is not None:
+        _set_or_drop(cs, "Command", shlex.split(o.entrypoint))
+    if o.env_add or o.env_rm:
+        for e in o.env_add:
+            if not e or e.startswith("=") or "=" not in e:
+                raise ValueError(f"--env-add: {e!r} must be KEY=VALUE")
+        env = [e for e in cs.get("Env", []) if e.split("=", 1)[0] not in set(o.env_rm)]
+        for e in o.env_add:
+            key = e.split("=", 1)[0]
+            env = [x for x in env if x.split("=", 1)[0] != key] + [e]
+        _set_or_drop(cs, "Env", env)
+    if o.label_add or o.label_rm:
+        _set_or_drop(spec, "Labels", _kv_update(spec.get("Labels", {}), o.label_add, o.label_rm, "--label-add"))
+    if o.container_label_add or o.container_label_rm:
+        _set_or_drop(cs, "Labels", _kv_update(cs.get("Labels", {}), o.container_label_add, o.container_label_rm,
+                                              "--container-label-add"))
+    if o.workdir is not None:
+        _set_or_drop(cs, "Dir", o.workdir)
+    if o.user is not None:
+        _set_or_drop(cs, "User", o.user)
+    if o.stop_grace_period is not None:
+        cs["StopGracePeriod"] = parse_duration(o.stop_grace_period, "--stop-grace-period")
+    if o.stop_signal is not None:
+        _set_or_drop(cs, "StopSignal", o.stop_signal)
+    resources = task.get("Resources") or {}
+    limits, reservations = dict(resources.get("Limits") or {}), dict(resources.get("Reservations") or {})
+    if o.limit_memory is not None:
+        limits["MemoryBytes"] = parse_bytes(o.limit_memory, "--limit-memory")
+    if o.limit_cpu is not None:
+        limits["NanoCPUs"] = parse_cpus(o.limit_cpu, "--limit-cpu")
+    if o.limit_pids is not None:
+        if o.limit_pids < 0:
+            raise ValueError("--limit-pids: must not be negative")
+        limits["Pids"] = o.limit_pids
+    if o.reserve_memory is not None:
+        reservations["MemoryBytes"] = parse_bytes(o.reserve_memory, "--reserve-memory")
+    if o.reserve_cpu is not None:
+        reservations["NanoCPUs"] = parse_cpus(o.reserve_cpu, "--reserve-cpu")
+    new_resources = {k: v for k, v in (("Limits", limits), ("Reservations", reservations)) if v}
+    _set_or_drop(task, "Resources", new_resources)
+    if o.constraint_add or o.constraint_rm:
+        placement = dict(task.get("Placement") or {})
+        constraints = [c for c in placement.get("Constraints", []) if c not in set(o.constraint_rm)]
+        constraints += [c for c in o.constraint_add if c not in constraints]
+        _set_or_drop(placement, "Constraints", constraints)
+        _set_or_drop(task, "Placement", placement)
+    restart = dict(task.get("RestartPolicy") or {})
+    if o.restart_condition is not None:
+        if o.restart_condition not in ("none", "on-failure", "any"):
+            raise ValueError(f"--restart-condition: must be none, on-failure or any, got {o.restart_condition!r}")
+        restart["Condition"] = o.restart_condition
+    if o.restart_delay is not None:
+        restart["Delay"] = parse_duration(o.restart_delay, "--restart-delay")
+    if o.restart_max_attempts is not None:
+        if o.restart_max_attempts < 0:
+            raise ValueError("--restart-max-attempts: must not be negative")
+        restart["MaxAttempts"] = o.restart_max_attempts
+    if o.restart_window is not None:
+        restart["Window"] = parse_duration(o.restart_window, "--restart-window")
+    _set_or_drop(task, "RestartPolicy", restart)
+    mode = spec.setdefault("Mode", {})
+    if o.replicas is not None:
+        if o.replicas < 0:
+            raise ValueError(f"--replicas: must be 0 or more, got {o.replicas}")
+        if "Replicated" in mode:
+            mode["Replicated"]["Replicas"] = o.replicas
+        elif "ReplicatedJob" in mode:
+            mode["ReplicatedJob"]["TotalCompletions"] = o.replicas
+        else:
+            raise ValueError("--replicas: can only be used with replicated or replicated-job mode")
+    if o.max_concurrent is not None:
+        if "ReplicatedJob" not in mode:
+            raise ValueError("--max-concurrent: can only be used with replicated-job mode")
+        if o.max_concurrent < 0:
+            raise ValueError(f"--max-concurrent: must be 0 or more, got {o.max_concurrent}")
+        mode["ReplicatedJob"]["MaxConcurrent"] = o.max_concurrent
+    if o.update.given():
+        spec["UpdateConfig"] = update_config(spec.get("UpdateConfig") or {}, o.update, "update")
+    if o.rollback.given():
+        spec["RollbackConfig"] = update_config(spec.get("RollbackConfig") or {}, o.rollback, "rollback")
+    if o.force:
+        task["ForceUpdate"] = int(task.get("ForceUpdate", 0)) + 1
+    return spec
+
+
+def _set_or_drop(obj: dict, key: str, value) -> None:
+    if value in (None, "", [], {}):
+        obj.pop(key, None)
+    else:
+        obj[key] = value
+
+
+def _kv_update(current: dict, add: list[str], rm: list[str], flag: str) -> dict:
+    out = {k: v for k, v in current.items() if k not in set(rm)}
+    out.update(_kv(add, flag))
+    return out

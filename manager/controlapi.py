@@ -8,14 +8,16 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from typing import Any, Callable
 
 from aiohttp import web
 
 from api import codec
-from api.ids import new_id
+from api.ids import new_id, timestamp
 from api.objects import SECOND, ManagerStatus, Node, NodeSpec, ReplicatedService, Service, ServiceSpec, SwarmSpec, Task
 from manager.manager import Manager
+from manager.orchestrator.update import manual_rollback
 from manager.store import Action, StoreError
 from manager.validation import SpecError, validate_service_spec
 
@@ -271,7 +273,8 @@ class ControlAPI:
             spec = codec.decode(ServiceSpec, body)
         except codec.DecodeError as exc:
             raise APIError(400, str(exc)) from None
-        if spec.mode.replicated is None and spec.mode.global_ is None:
+        mode = spec.mode
+        if all(m is None for m in (mode.replicated, mode.global_, mode.replicated_job, mode.global_job)):
             spec.mode.replicated = ReplicatedService(1)  # Docker's default mode
         try:
             validate_service_spec(spec)
@@ -307,15 +310,34 @@ class ControlAPI:
         return web.json_response(codec.encode(svc))
 
     async def service_update(self, request: web.Request) -> web.Response:
+        """Docker's POST /services/{id}/update: a new spec (the old one becomes PreviousSpec and
+        a rolling update follows), or `?rollback=previous` to go back to PreviousSpec."""
         m = self.get_manager()
         svc = find_one(m.store.list("service"), request.match_info["id"], "service", service_names)
         version = request.query.get("version")
         if version is None or not version.isdigit():
             raise APIError(400, "version: required, the Version.Index of the service being updated")
-        spec = self._decode_spec(await read_json(request))
-        new = copy.deepcopy(svc)
-        new.previous_spec = copy.deepcopy(svc.spec)
-        new.spec = spec
+        rollback = request.query.get("rollback", "")
+        if rollback not in ("", "previous"):
+            raise APIError(400, f"rollback: must be previous, got {rollback!r}")
+        now = time.time()
+        if rollback:
+            try:
+                new = manual_rollback(svc, now)
+            except ValueError as exc:
+                raise APIError(400, f"rollback: {exc}") from None
+        else:
+            spec = self._decode_spec(await read_json(request))
+            if _mode_kind(spec) != _mode_kind(svc.spec):
+                raise APIError(400, f"Mode: service mode change is not allowed ({_mode_kind(svc.spec)} to "
+                                    f"{_mode_kind(spec)}): remove the service and create it again")
+            new = copy.deepcopy(svc)
+            new.previous_spec = copy.deepcopy(svc.spec)
+            new.spec = spec
+            new.update_status = None  # a new update starts (and a paused one resumes), as in Swarm
+        if new.job_status is not None:  # every change of a job runs it again
+            new.job_status.job_iteration.index += 1
+            new.job_status.last_execution = timestamp(now)
         new.version.index = int(version)
         await self._propose(m, [Action("update", "service", new)])
         return web.json_response({"Warnings": []})
@@ -359,6 +381,15 @@ class ControlAPI:
             await m.propose(actions)
         except StoreError as exc:
             raise APIError(exc.status, str(exc)) from None
+
+
+def _mode_kind(spec: ServiceSpec) -> str:
+    mode = spec.mode
+    for name, value in (("replicated", mode.replicated), ("global", mode.global_),
+                        ("replicated-job", mode.replicated_job), ("global-job", mode.global_job)):
+        if value is not None:
+            return name
+    return "replicated"
 
 
 def _match_service(s: Service, filters: dict[str, list[str]]) -> bool:

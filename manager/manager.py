@@ -13,9 +13,9 @@ from typing import Callable
 from api.ids import new_id
 from api.objects import SECOND
 from manager.dispatcher import Dispatcher
-from manager.orchestrator.replicated import Plan, orphan_actions, reconcile_removed, reconcile_replicated
-from manager.orchestrator.global_ import reconcile_global
-from manager.scheduling import global_eligible, scheduling_actions
+from manager.orchestrator.orchestrate import orchestrate_service
+from manager.orchestrator.replicated import Plan, orphan_actions, reconcile_removed
+from manager.scheduling import scheduling_actions
 from manager.raft.messages import ConfChange, ConfChangeType
 from manager.raft.node import NoLeader, RaftNode
 from manager.raft.transport import RaftTransport
@@ -264,12 +264,9 @@ class Manager:
         # Tasks move off nodes that are down, drained, or gone.
         down = frozenset(n.id for n in nodes if n.status.state == "down" or n.spec.availability == "drain") | (
             frozenset(t.node_id for t in self.store.list("task") if t.node_id) - {n.id for n in nodes})
-        for sid, svc in services.items():
-            if svc.spec.mode.replicated is not None:
-                plans.append(reconcile_replicated(svc, by_service.get(sid, []), now, new_id, history, down))
-            else:
-                eligible = lambda node, tt=svc.spec.task_template: global_eligible(node, tt)
-                plans.append(reconcile_global(svc, by_service.get(sid, []), nodes, now, new_id, eligible, history))
+        for sid, svc in services.items():  # modes, restarts, rolling updates, jobs: see manager/orchestrator
+            plans.append(orchestrate_service(svc, by_service.get(sid, []), nodes, now, new_id,
+                                             history_limit=history, down_nodes=down))
         for sid, tasks in by_service.items():
             if sid not in services:
                 plans.append(reconcile_removed(tasks, now))

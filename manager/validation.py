@@ -24,10 +24,18 @@ def validate_service_spec(spec: ServiceSpec) -> None:
     if len(spec.name) > 63 or not _NAME.match(spec.name):
         raise SpecError(f"Name: {spec.name!r} is invalid (letters, digits, '_', '.', '-', at most 63, starting with a letter or digit)")
     mode = spec.mode
-    if (mode.replicated is None) == (mode.global_ is None):
-        raise SpecError("Mode: exactly one of Replicated or Global must be set")
+    if sum(m is not None for m in (mode.replicated, mode.global_, mode.replicated_job, mode.global_job)) != 1:
+        raise SpecError("Mode: exactly one of Replicated, Global, ReplicatedJob or GlobalJob must be set")
     if mode.replicated is not None and mode.replicated.replicas < 0:
         raise SpecError(f"Mode.Replicated.Replicas: must be 0 or more, got {mode.replicated.replicas}")
+    if mode.replicated_job is not None:
+        rj = mode.replicated_job
+        if rj.max_concurrent < 0:
+            raise SpecError(f"Mode.ReplicatedJob.MaxConcurrent: must be 0 or more, got {rj.max_concurrent}")
+        if rj.total_completions is not None and rj.total_completions < 0:
+            raise SpecError(f"Mode.ReplicatedJob.TotalCompletions: must be 0 or more, got {rj.total_completions}")
+    _validate_update_config(spec.update_config, "UpdateConfig", ("pause", "continue", "rollback"))
+    _validate_update_config(spec.rollback_config, "RollbackConfig", ("pause", "continue"))
     tt = spec.task_template
     cs = tt.container_spec
     if not cs.image:
@@ -75,3 +83,20 @@ def validate_service_spec(spec: ServiceSpec) -> None:
                 raise SpecError(f"TaskTemplate.Placement.Preferences[{i}]: {exc}") from None
         if tt.placement.max_replicas < 0:
             raise SpecError("TaskTemplate.Placement.MaxReplicas: must not be negative")
+
+
+def _validate_update_config(cfg, name: str, actions: tuple[str, ...]) -> None:
+    if cfg is None:
+        return
+    if cfg.parallelism < 0:
+        raise SpecError(f"{name}.Parallelism: must be 0 (all at once) or more, got {cfg.parallelism}")
+    for field, value in (("Delay", cfg.delay), ("Monitor", cfg.monitor)):
+        if value < 0:
+            raise SpecError(f"{name}.{field}: must not be negative")
+    if cfg.failure_action not in actions:
+        raise SpecError(f"{name}.FailureAction: must be {', '.join(actions[:-1])} or {actions[-1]}, "
+                        f"got {cfg.failure_action!r}")
+    if not 0.0 <= cfg.max_failure_ratio <= 1.0:
+        raise SpecError(f"{name}.MaxFailureRatio: must be between 0 and 1, got {cfg.max_failure_ratio:g}")
+    if cfg.order not in ("stop-first", "start-first"):
+        raise SpecError(f"{name}.Order: must be stop-first or start-first, got {cfg.order!r}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import List, Optional
 
@@ -11,7 +10,7 @@ import typer
 from cli.client import CLIError, Client
 from cli.commands.common import client
 from cli.output import ago, print_json, table
-from cli.serviceopts import ServiceOptions, build_spec
+from cli.serviceopts import ServiceOptions, UpdateFlags, UpdateOptions, apply_update, build_spec
 
 app = typer.Typer(help="Manage swarm services.", no_args_is_help=True)
 
@@ -35,6 +34,74 @@ def running_counts(c: Client) -> dict[str, int]:
     return counts
 
 
+def update_flag_options() -> dict:
+    """The --update-* and --rollback-* flags, shared by `create` and `update` (Docker's names)."""
+    def opts(prefix: str, noun: str, actions: str) -> dict:
+        return {
+            f"{prefix}_parallelism": typer.Option(None, f"--{prefix}-parallelism", help=f"Maximum number of tasks {noun} simultaneously (0 for all at once; default 1)."),
+            f"{prefix}_delay": typer.Option(None, f"--{prefix}-delay", help=f"Delay between {prefix}s of batches (ns|us|ms|s|m|h; default 0s)."),
+            f"{prefix}_failure_action": typer.Option(None, f"--{prefix}-failure-action", help=f"Action on failure: {actions} (default pause)."),
+            f"{prefix}_monitor": typer.Option(None, f"--{prefix}-monitor", help="Duration after each task starts to monitor it for failure (default 5s)."),
+            f"{prefix}_max_failure_ratio": typer.Option(None, f"--{prefix}-max-failure-ratio", help=f"Failure rate to tolerate during the {prefix} (0 to 1; default 0)."),
+            f"{prefix}_order": typer.Option(None, f"--{prefix}-order", help="stop-first or start-first (default stop-first)."),
+        }
+    return {**opts("update", "updated", "pause, continue or rollback"), **opts("rollback", "rolled back", "pause or continue")}
+
+
+def flags(kw: dict, prefix: str) -> UpdateFlags:
+    return UpdateFlags(**{k[len(prefix) + 1:]: v for k, v in kw.items() if k.startswith(prefix + "_")})
+
+
+def with_update_flags(fn):
+    """Adds the --update-* / --rollback-* parameters to a typer command function."""
+    import inspect
+    extra = update_flag_options()
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Optional[str]
+                                 if not name.endswith("parallelism") else Optional[int])
+               for name, default in extra.items()]
+    fn.__signature__ = sig.replace(parameters=params)
+    return fn
+
+
+def wait_for(c: Client, service_id: str, quiet: bool = False, rollback: bool = False) -> None:
+    """Draw the service converging (see cli.progress); a non-zero exit when it does not."""
+    from cli.progress import Display, follow
+    display = Display(quiet=quiet)
+    try:
+        outcome = follow(
+            lambda: c.get(f"/services/{service_id}"),
+            lambda: c.get("/tasks", params={"filters": json.dumps({"service": [service_id]})}),
+            lambda: {n["ID"] for n in c.get("/nodes") if n.get("Status", {}).get("State") != "down"},
+            display=display, rollback_requested=rollback)
+    except KeyboardInterrupt:
+        display.close()
+        typer.echo("Operation continuing in background.")
+        typer.echo(f"Use `shoal service ps {service_id}` to check progress.")
+        return
+    finally:
+        display.close()
+    if not outcome.ok:
+        raise CLIError(outcome.message)
+
+
+def post_update(c: Client, ref: str, change, params: dict | None = None) -> dict:
+    """Read-modify-write of a service's spec; retried when the orchestrator wrote the service
+    (its UpdateStatus) between the read and the write."""
+    for attempt in range(5):
+        svc = c.get(f"/services/{ref}")
+        try:
+            c.post(f"/services/{svc['ID']}/update", params={"version": str(svc["Version"]["Index"]), **(params or {})},
+                   body=change(svc["Spec"]))
+            return svc
+        except CLIError as exc:
+            if "out of sequence" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 @app.command("create", context_settings=TRAILING)
 def create(
     ctx: typer.Context,
@@ -42,7 +109,8 @@ def create(
     command: Optional[List[str]] = typer.Argument(None, help="Command and arguments."),
     name: str = typer.Option("", "--name", help="Service name."),
     replicas: Optional[int] = typer.Option(None, "--replicas", help="Number of tasks."),
-    mode: str = typer.Option("replicated", "--mode", help="replicated or global."),
+    mode: str = typer.Option("replicated", "--mode", help="replicated, global, replicated-job or global-job."),
+    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", help="Number of job tasks to run concurrently (default equal to --replicas)."),
     env: List[str] = typer.Option([], "--env", "-e", help="Set environment variables (KEY=VALUE)."),
     label: List[str] = typer.Option([], "--label", "-l", help="Service labels (KEY=VALUE)."),
     container_label: List[str] = typer.Option([], "--container-label", help="Container labels (KEY=VALUE)."),
@@ -67,6 +135,7 @@ def create(
     read_only: bool = typer.Option(False, "--read-only", help="Mount the container's root filesystem read-only."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Exit immediately instead of waiting for the service to converge."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress progress output."),
+    **kw,
 ) -> None:
     """Create a new service."""
     opts = ServiceOptions(
@@ -76,7 +145,8 @@ def create(
         reserve_cpu=reserve_cpu, constraints=constraint, placement_prefs=placement_pref,
         replicas_max_per_node=replicas_max_per_node, restart_condition=restart_condition,
         restart_delay=restart_delay, restart_max_attempts=restart_max_attempts, restart_window=restart_window,
-        stop_grace_period=stop_grace_period, stop_signal=stop_signal, read_only=read_only)
+        stop_grace_period=stop_grace_period, stop_signal=stop_signal, read_only=read_only,
+        max_concurrent=max_concurrent, update=flags(kw, "update"), rollback=flags(kw, "rollback"))
     try:
         spec = build_spec(opts)
     except ValueError as exc:
@@ -85,35 +155,90 @@ def create(
     result = c.post("/services/create", body=spec)
     typer.echo(result["ID"])
     if not detach:
-        wait_converged(c, result["ID"], quiet)
+        wait_for(c, result["ID"], quiet)
 
 
-def wait_converged(c: Client, service_id: str, quiet: bool = False) -> None:
-    """Wait until the service runs as many tasks as it asks for, showing progress."""
-    tty = sys.stdout.isatty() and not quiet
-    last = None
-    while True:
-        svc = c.get(f"/services/{service_id}")
-        want = replicas_of(svc["Spec"])
-        tasks = c.get("/tasks", params={"filters": json.dumps({"service": [service_id]})})
-        active = [t for t in tasks if t.get("DesiredState") == "running"]
-        running = sum(1 for t in active if t.get("Status", {}).get("State") == "running")
-        errors = {t["Status"].get("Err") for t in tasks if t.get("Status", {}).get("Err")}
-        total = want if want is not None else len(active)
-        line = f"overall progress: {running} out of {total} tasks"
-        if errors:
-            line += " (" + "; ".join(sorted(errors))[:120] + ")"
-        if not quiet and line != last:
-            typer.echo(("\r" + line.ljust(80)) if tty else line, nl=not tty)
-            last = line
-        stopping = [t for t in tasks if t.get("DesiredState") != "running" and t.get("Status", {}).get("State") in ("running", "starting")]
-        if running == total and len(active) == total and not stopping:
-            if tty:
-                typer.echo("")
-            if not quiet:
-                typer.echo("verify: Service converged")
-            return
-        time.sleep(0.25)
+with_update_flags(create)
+
+
+@app.command("update", context_settings=TRAILING)
+def update(
+    ctx: typer.Context,
+    service: str = typer.Argument(..., help="Service name or id."),
+    image: Optional[str] = typer.Option(None, "--image", help="Service image tag."),
+    args: Optional[str] = typer.Option(None, "--args", help="Service command args (one string, split like a shell)."),
+    entrypoint: Optional[str] = typer.Option(None, "--entrypoint", help="Overwrite the image's entrypoint."),
+    env_add: List[str] = typer.Option([], "--env-add", help="Add or update an environment variable (KEY=VALUE)."),
+    env_rm: List[str] = typer.Option([], "--env-rm", help="Remove an environment variable (KEY)."),
+    label_add: List[str] = typer.Option([], "--label-add", help="Add or update a service label."),
+    label_rm: List[str] = typer.Option([], "--label-rm", help="Remove a label by its key."),
+    container_label_add: List[str] = typer.Option([], "--container-label-add", help="Add or update a container label."),
+    container_label_rm: List[str] = typer.Option([], "--container-label-rm", help="Remove a container label by its key."),
+    workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Working directory inside the container."),
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="uid[:gid]."),
+    limit_memory: Optional[str] = typer.Option(None, "--limit-memory", help="Memory limit, e.g. 64M."),
+    limit_cpu: Optional[str] = typer.Option(None, "--limit-cpu", help="CPU limit, e.g. 0.5."),
+    limit_pids: Optional[int] = typer.Option(None, "--limit-pids", help="Maximum number of processes (0 = unlimited)."),
+    reserve_memory: Optional[str] = typer.Option(None, "--reserve-memory", help="Memory reservation."),
+    reserve_cpu: Optional[str] = typer.Option(None, "--reserve-cpu", help="CPU reservation."),
+    constraint_add: List[str] = typer.Option([], "--constraint-add", help="Add or update a placement constraint."),
+    constraint_rm: List[str] = typer.Option([], "--constraint-rm", help="Remove a placement constraint."),
+    replicas: Optional[int] = typer.Option(None, "--replicas", help="Number of tasks (completions for a replicated job)."),
+    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", help="Number of job tasks to run concurrently."),
+    restart_condition: Optional[str] = typer.Option(None, "--restart-condition", help="none, on-failure or any."),
+    restart_delay: Optional[str] = typer.Option(None, "--restart-delay", help="Delay between restarts."),
+    restart_max_attempts: Optional[int] = typer.Option(None, "--restart-max-attempts", help="Maximum restarts before giving up."),
+    restart_window: Optional[str] = typer.Option(None, "--restart-window", help="Window used to evaluate the restart policy."),
+    stop_grace_period: Optional[str] = typer.Option(None, "--stop-grace-period", help="Time to wait before force killing."),
+    stop_signal: Optional[str] = typer.Option(None, "--stop-signal", help="Signal to stop the container."),
+    force: bool = typer.Option(False, "--force", help="Force an update even if no changes require it."),
+    rollback: bool = typer.Option(False, "--rollback", help="Roll back to the previous specification."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Exit immediately instead of waiting for the service to converge."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress progress output."),
+    **kw,
+) -> None:
+    """Update a service: a rolling update replaces its tasks when their template changes."""
+    c = client(ctx)
+    if rollback:
+        do_rollback(c, service, detach, quiet)
+        return
+    opts = UpdateOptions(
+        image=image, args=args, entrypoint=entrypoint, env_add=env_add, env_rm=env_rm, label_add=label_add,
+        label_rm=label_rm, container_label_add=container_label_add, container_label_rm=container_label_rm,
+        workdir=workdir, user=user, limit_memory=limit_memory, limit_cpu=limit_cpu, limit_pids=limit_pids,
+        reserve_memory=reserve_memory, reserve_cpu=reserve_cpu, constraint_add=constraint_add,
+        constraint_rm=constraint_rm, replicas=replicas, max_concurrent=max_concurrent,
+        restart_condition=restart_condition, restart_delay=restart_delay, restart_max_attempts=restart_max_attempts,
+        restart_window=restart_window, stop_grace_period=stop_grace_period, stop_signal=stop_signal, force=force,
+        update=flags(kw, "update"), rollback=flags(kw, "rollback"))
+
+    def change(spec: dict) -> dict:
+        try:
+            return apply_update(spec, opts)
+        except ValueError as exc:
+            raise CLIError(str(exc), 2) from None
+    svc = post_update(c, service, change)
+    typer.echo(service)
+    if not detach:
+        wait_for(c, svc["ID"], quiet)
+
+
+with_update_flags(update)
+
+
+def do_rollback(c: Client, service: str, detach: bool, quiet: bool) -> None:
+    svc = post_update(c, service, lambda spec: spec, params={"rollback": "previous"})
+    typer.echo(service)
+    if not detach:
+        wait_for(c, svc["ID"], quiet, rollback=True)
+
+
+@app.command("rollback")
+def rollback_cmd(ctx: typer.Context, service: str = typer.Argument(..., help="Service name or id."),
+                 detach: bool = typer.Option(False, "--detach", "-d", help="Exit immediately instead of waiting for the service to converge."),
+                 quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress progress output.")) -> None:
+    """Revert a service to its previous specification."""
+    do_rollback(client(ctx), service, detach, quiet)
 
 
 @app.command("ls")
@@ -135,14 +260,33 @@ def ls(ctx: typer.Context, quiet: bool = typer.Option(False, "--quiet", "-q", he
         for s in services:
             typer.echo(s["ID"])
         return
-    counts = running_counts(c)
+    tasks = c.get("/tasks")
     rows = []
     for s in services:
-        want = replicas_of(s["Spec"])
-        mode = "replicated" if want is not None else "global"
-        rows.append([s["ID"][:12], s["Spec"]["Name"], mode, f"{counts.get(s['ID'], 0)}/{want if want is not None else '?'}",
+        mode, replicas = mode_and_replicas(s, [t for t in tasks if t["ServiceID"] == s["ID"]])
+        rows.append([s["ID"][:12], s["Spec"]["Name"], mode, replicas,
                      short_image(s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])])
     table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE"], rows)
+
+
+def mode_and_replicas(svc: dict, tasks: list[dict]) -> tuple[str, str]:
+    """Docker's MODE and REPLICAS columns: `3/5`, and for jobs `1/2 (4/10 completed)`."""
+    mode = svc["Spec"].get("Mode", {})
+    running = sum(1 for t in tasks if t.get("DesiredState") == "running" and t["Status"].get("State") == "running")
+    if "Replicated" in mode:
+        return "replicated", f"{running}/{mode['Replicated'].get('Replicas', 0)}"
+    if "Global" in mode:
+        return "global", f"{running}/{len({t.get('NodeID') for t in tasks if t.get('DesiredState') == 'running'})}"
+    iteration = ((svc.get("JobStatus") or {}).get("JobIteration") or {}).get("Index", 0)
+    mine = [t for t in tasks if (t.get("JobIteration") or {}).get("Index", 0) == iteration]
+    completed = len({t.get("Slot", 0) if "ReplicatedJob" in mode else t.get("NodeID")
+                     for t in mine if t["Status"].get("State") == "complete"})
+    if "ReplicatedJob" in mode:
+        rj = mode["ReplicatedJob"]
+        total = rj.get("TotalCompletions", rj.get("MaxConcurrent", 1))
+        return "replicated job", f"{running}/{min(rj.get('MaxConcurrent', 1), max(0, total - completed))} ({completed}/{total} completed)"
+    nodes = len({t.get("NodeID") for t in mine})
+    return "global job", f"{running}/{max(0, nodes - completed)} ({completed}/{nodes} completed)"
 
 
 def task_rows(c: Client, tasks: list[dict], services: dict[str, dict], no_trunc: bool) -> list[list[str]]:
@@ -180,10 +324,17 @@ def ps(ctx: typer.Context, services: List[str] = typer.Argument(..., help="Servi
         s = c.get(f"/services/{ref}")
         svc_objs[s["ID"]] = s
     f: dict[str, list[str]] = {"service": list(svc_objs)}
+    node_ids = None
     for item in filter_:
         k, sep, v = item.partition("=")
         if not sep or k not in ("desired-state", "node"):
-            raise CLIError(f"--filter: {item!r} must be desired-state=STATE or node=ID", 2)
+            raise CLIError(f"--filter: {item!r} must be desired-state=STATE or node=NODE", 2)
+        if k == "node":  # a node's name or id, as Docker takes it
+            if node_ids is None:
+                node_ids = {n["ID"]: n for n in c.get("/nodes")}
+            matches = [i for i, n in node_ids.items()
+                       if v in (i, n.get("Spec", {}).get("Name"), n.get("Description", {}).get("Hostname"))]
+            v = matches[0] if matches else v
         f.setdefault(k, []).append(v)
     tasks = c.get("/tasks", params={"filters": json.dumps(f)})
     if quiet:
@@ -227,14 +378,20 @@ def scale(ctx: typer.Context, pairs: List[str] = typer.Argument(..., help="SERVI
         wanted.append((name, n))
     for name, n in wanted:
         svc = c.get(f"/services/{name}")
-        if replicas_of(svc["Spec"]) is None:
-            raise CLIError(f"{name}: scale can only be used with replicated mode", 1)
-        spec = svc["Spec"]
-        spec["Mode"]["Replicated"]["Replicas"] = n
-        c.post(f"/services/{svc['ID']}/update", params={"version": str(svc["Version"]["Index"])}, body=spec)
+        mode = svc["Spec"].get("Mode", {})
+        if "Replicated" not in mode and "ReplicatedJob" not in mode:
+            raise CLIError(f"{name}: scale can only be used with replicated or replicated-job mode", 1)
+
+        def change(spec: dict, n=n) -> dict:
+            if "Replicated" in spec["Mode"]:
+                spec["Mode"]["Replicated"]["Replicas"] = n
+            else:
+                spec["Mode"]["ReplicatedJob"]["TotalCompletions"] = n
+            return spec
+        post_update(c, svc["ID"], change)
         typer.echo(f"{name} scaled to {n}")
         if not detach:
-            wait_converged(c, svc["ID"])
+            wait_for(c, svc["ID"])
 
 
 @app.command("rm")

@@ -7,7 +7,7 @@ from typing import Callable
 
 from api.objects import Node, Service, Task
 from manager.orchestrator.replicated import (
-    ACTIVE_DESIRED, Plan, _reap_history, _settle_unassigned_shutdowns, new_task, reconcile_slot,
+    ACTIVE_DESIRED, Plan, _settle_unassigned_shutdowns, new_task, reap_history, reconcile_slot, restart_policy,
 )
 from manager.store import Action
 
@@ -37,6 +37,6 @@ def reconcile_global(service: Service, tasks: list[Task], nodes: list[Node], now
             for t in history:
                 if t.desired_state in ACTIVE_DESIRED:
                     plan.actions.append(Action("task_desired", "task", "shutdown", t.id))
-    plan.actions.extend(_reap_history(by_node, history_limit))
+    plan.actions.extend(reap_history(by_node, history_limit, restart_policy(service)))
     plan.actions.extend(_settle_unassigned_shutdowns(tasks, now))
     return plan

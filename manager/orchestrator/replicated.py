@@ -4,6 +4,11 @@ the clock, returning the store actions that move the cluster toward the spec.
 As in SwarmKit, a task runs once; a replacement is a new task in the same slot. A failed task is
 shut down at once and its replacement is created with desired state `ready`, then promoted to
 `running` when the restart delay has passed, so the delay is visible and survives a leader change.
+
+The same `ready` state serves a stop-first update: the updater creates the new task `ready` next
+to the old one it stops, and the slot logic promotes it once the old task has stopped (with no
+restart delay, since the old task did not end by itself). Slot logic and updater never act on the
+same slot in one pass: the updater only takes slots that `slot_settled` says need nothing here.
 """
 from __future__ import annotations
 
@@ -16,8 +21,13 @@ from api.objects import SECOND, RestartPolicy, Service, Task, TaskStatus, Versio
 from manager.store import Action
 
 DEFAULT_RESTART_DELAY = 5 * SECOND  # Swarm's default
+# A replacement waits this long at most for the task it replaces to stop (Swarm's old-task timeout).
+OLD_TASK_TIMEOUT = 60.0
 
 ACTIVE_DESIRED = ("ready", "running")
+# Tasks that ended on their own (not because they were told to stop): these are what the restart
+# policy restarts, counts against max-attempts, and delays the replacement of.
+ENDED_BY_ITSELF = frozenset({"failed", "rejected", "complete"})
 
 
 @dataclass
@@ -25,34 +35,55 @@ class Plan:
     actions: list[Action] = field(default_factory=list)
     wake_at: float | None = None  # when to look again even if nothing changes
 
-    def wake(self, at: float) -> None:
-        if self.wake_at is None or at < self.wake_at:
+    def wake(self, at: float | None) -> None:
+        if at is not None and (self.wake_at is None or at < self.wake_at):
             self.wake_at = at
+
+    def extend(self, other: "Plan") -> None:
+        self.actions.extend(other.actions)
+        self.wake(other.wake_at)
+
+
+def is_job(service: Service) -> bool:
+    mode = service.spec.mode
+    return mode.replicated_job is not None or mode.global_job is not None
 
 
 def restart_policy(service: Service) -> RestartPolicy:
-    return service.spec.task_template.restart_policy or RestartPolicy()
+    """The service's policy as it is now (an update of the policy applies to running tasks too).
+    Jobs never restart a task that completed: `any` means `on-failure` for them, which is also
+    their default."""
+    policy = service.spec.task_template.restart_policy
+    if is_job(service):
+        policy = copy.copy(policy) if policy else RestartPolicy(condition="on-failure")
+        if policy.condition == "any":
+            policy.condition = "on-failure"
+    return policy or RestartPolicy()
 
 
 def should_restart(policy: RestartPolicy, task: Task, slot_history: Iterable[Task], now: float) -> bool:
-    """Swarm's restart conditions: `any` restarts every ended task, `on-failure` only a failed
-    or rejected one, `none` never. max_attempts counts restarts in the slot (within `window` when set)."""
+    """Swarm's restart conditions: `any` restarts every ended task, `on-failure` every one that
+    did not complete successfully, `none` never. max_attempts caps the restarts of the slot:
+    the tasks before this one that ended by themselves (those ending within `window` when set)."""
     state = task.status.state
     if policy.condition == "none":
         return False
-    if policy.condition == "on-failure" and state not in ("failed", "rejected"):
+    if policy.condition == "on-failure" and state == "complete":
         return False
     if policy.max_attempts > 0:
         window_start = now - policy.window / SECOND if policy.window else None
-        ended = [t for t in slot_history if is_terminal(t.status.state) and t.id != task.id
-                 and (window_start is None or parse_timestamp(t.status.timestamp) >= window_start)]
-        if len(ended) >= policy.max_attempts:
+        created = _created(task)
+        restarts = [t for t in slot_history
+                    if t.id != task.id and t.status.state in ENDED_BY_ITSELF and _created(t) <= created
+                    and (window_start is None or _ended(t) >= window_start)]
+        if len(restarts) >= policy.max_attempts:
             return False
     return True
 
 
 def new_task(service: Service, slot: int, task_id: str, now: float, desired: str = "running",
              node_id: str = "") -> Task:
+    job = service.job_status.job_iteration.index if service.job_status else 0
     return Task(
         id=task_id,
         service_id=service.id,
@@ -61,14 +92,57 @@ def new_task(service: Service, slot: int, task_id: str, now: float, desired: str
         spec=copy.deepcopy(service.spec.task_template),
         spec_version=Version(service.version.index),
         labels=dict(service.spec.labels),
+        created_at=timestamp(now),
         status=TaskStatus(timestamp=timestamp(now), state="new", message="created"),
         desired_state=desired,
+        job_iteration=Version(job) if is_job(service) else None,
     )
 
 
-def restart_delay_s(service: Service) -> float:
-    policy = restart_policy(service)
+def delay_s(policy: RestartPolicy) -> float:
     return (policy.delay if policy.delay is not None else DEFAULT_RESTART_DELAY) / SECOND
+
+
+def restart_delay_s(service: Service) -> float:
+    return delay_s(restart_policy(service))
+
+
+def _alive(t: Task, down_nodes: frozenset[str]) -> bool:
+    """Whether a task may still be running something on a node that can stop it."""
+    return (not is_terminal(t.status.state) and state_rank(t.status.state) >= state_rank("assigned")
+            and t.node_id not in down_nodes)
+
+
+def start_time(service: Service, t: Task, history: list[Task], down_nodes: frozenset[str]) -> float:
+    """When a `ready` task may be told to run: once every other task of its slot has stopped
+    (or OLD_TASK_TIMEOUT after it was created), and, when it replaces a task that ended by itself,
+    once that task's restart delay has passed since the replacement was made."""
+    created = _created(t)
+    others = [o for o in history if o.id != t.id]
+    if any(_alive(o, down_nodes) for o in others):
+        return created + OLD_TASK_TIMEOUT
+    before = [o for o in others if _created(o) <= created]
+    if before:
+        prev = max(before, key=lambda o: (_created(o), o.id))
+        if prev.status.state in ENDED_BY_ITSELF:
+            return created + delay_s(restart_policy(service))
+    return created
+
+
+def slot_settled(service: Service, history: list[Task], now: float, down_nodes: frozenset[str]) -> bool:
+    """The slot logic has nothing to do in this slot now: every task meant to run is placed on a
+    live node and told to run, or has ended for good under its restart policy. Only such slots
+    are handed to the updater, so the two never act on one slot in the same pass."""
+    active = [t for t in history if t.desired_state in ACTIVE_DESIRED]
+    if not active:
+        return False
+    for t in active:
+        if is_terminal(t.status.state):
+            if should_restart(restart_policy(service), t, history, now):
+                return False
+        elif t.desired_state != "running" or t.node_id in down_nodes:
+            return False
+    return True
 
 
 def reconcile_slot(service: Service, history: list[Task], now: float, new_id: Callable[[], str], plan: Plan,
@@ -77,8 +151,6 @@ def reconcile_slot(service: Service, history: list[Task], now: float, new_id: Ca
     Returns whether the slot is occupied: it has a task that runs or is meant to.
     A task on a node that is down is moved: shut down (the node stops it when it returns)
     and replaced at once elsewhere."""
-    policy = restart_policy(service)
-    delay = restart_delay_s(service)
     active = [t for t in history if t.desired_state in ACTIVE_DESIRED]
     if not active:
         return False
@@ -92,27 +164,42 @@ def reconcile_slot(service: Service, history: list[Task], now: float, new_id: Ca
             plan.actions.append(Action("create", "task", replacement))
             live.append(replacement)
     for t in ended:
-        if should_restart(policy, t, history, now):
+        if should_restart(restart_policy(service), t, history, now):
             plan.actions.append(Action("task_desired", "task", "shutdown", t.id))
             if not live:
                 replacement = new_task(service, slot, new_id(), now, desired="ready", node_id=node_id)
                 plan.actions.append(Action("create", "task", replacement))
-                plan.wake(now + delay)
+                plan.wake(now + delay_s(restart_policy(service)))
                 live.append(replacement)
         # otherwise the ended task keeps its slot, as Swarm leaves a slot whose policy says no restart
+    stored = {h.id for h in history}  # a replacement made in this pass waits for the next one
     for t in live:
-        if t.desired_state == "ready" and _created(t) + delay <= now:
+        if t.desired_state != "ready" or t.id not in stored:
+            continue
+        at = start_time(service, t, history, down_nodes)
+        if at <= now:
             plan.actions.append(Action("task_desired", "task", "running", t.id))
-        elif t.desired_state == "ready":
-            plan.wake(_created(t) + delay)
+        else:
+            plan.wake(at)
     return True
+
+
+def replicas_of(service: Service) -> int:
+    return service.spec.mode.replicated.replicas if service.spec.mode.replicated else 0
+
+
+def kept_slots(slots: dict[int, list[Task]], replicas: int) -> list[int]:
+    """The slots a replicated service keeps: the lowest `replicas` of those with an active task
+    (scaling down removes the highest)."""
+    active = [s for s, h in sorted(slots.items()) if any(t.desired_state in ACTIVE_DESIRED for t in h)]
+    return active[:replicas]
 
 
 def reconcile_replicated(service: Service, tasks: list[Task], now: float,
                          new_id: Callable[[], str], history_limit: int = 5,
                          down_nodes: frozenset[str] = frozenset()) -> Plan:
     plan = Plan()
-    replicas = service.spec.mode.replicated.replicas if service.spec.mode.replicated else 0
+    replicas = replicas_of(service)
     slots: dict[int, list[Task]] = {}
     for t in tasks:
         slots.setdefault(t.slot, []).append(t)
@@ -132,7 +219,7 @@ def reconcile_replicated(service: Service, tasks: list[Task], now: float,
                 if t.desired_state in ACTIVE_DESIRED:
                     plan.actions.append(Action("task_desired", "task", "shutdown", t.id))
 
-    plan.actions.extend(_reap_history(slots, history_limit))
+    plan.actions.extend(reap_history(slots, history_limit, restart_policy(service)))
     plan.actions.extend(_settle_unassigned_shutdowns(tasks, now))
     return plan
 
@@ -141,13 +228,29 @@ def _created(t: Task) -> float:
     return parse_timestamp(t.created_at or t.status.timestamp)
 
 
-def _reap_history(slots: dict[int, list[Task]], limit: int) -> list[Action]:
-    """Keep at most `limit` ended tasks per slot (Swarm's task history retention)."""
+def _ended(t: Task) -> float:
+    return parse_timestamp(t.status.timestamp or t.created_at)
+
+
+def reap_history(slots: dict, limit: int, policy: RestartPolicy | None = None,
+                 keep: Callable[[Task], bool] | None = None) -> list[Action]:
+    """Swarm's task history retention: a slot keeps at most `limit` tasks, the running one
+    included; only tasks that ended and are not meant to run are deleted, oldest first. A slot
+    keeps more when its restart policy needs them to count max-attempts (the count lives in the
+    store, not in memory), and `keep` spares tasks a caller still counts (a job's completions)."""
+    if limit < 0:
+        return []
+    if policy is not None and policy.max_attempts > 0:
+        limit = max(limit, policy.max_attempts + 1)
     actions = []
     for history in slots.values():
-        dead = [t for t in history if is_terminal(t.status.state) and t.desired_state not in ACTIVE_DESIRED]
-        dead.sort(key=lambda t: (parse_timestamp(t.status.timestamp), t.id))
-        for t in dead[: max(0, len(dead) - limit)]:
+        excess = len(history) - limit
+        if excess <= 0:
+            continue
+        dead = [t for t in history if is_terminal(t.status.state) and t.desired_state not in ACTIVE_DESIRED
+                and not (keep and keep(t))]
+        dead.sort(key=lambda t: (_ended(t), t.id))
+        for t in dead[:excess]:
             actions.append(Action("delete", "task", None, t.id))
     return actions
 

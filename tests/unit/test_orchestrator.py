@@ -74,11 +74,12 @@ def test_max_attempts():
 
 
 def test_history_is_capped():
+    # Swarm's retention limit counts every task of the slot, the running one included
     history = [task(f"h{i}", 1, state="failed", desired="shutdown", at=NOW - 100 + i) for i in range(8)]
     history.append(task("live", 1))
     plan = reconcile_replicated(service(1), history, NOW, ids(), history_limit=5)
     deleted = sorted(a.id for a in plan.actions if a.op == "delete")
-    assert deleted == ["h0", "h1", "h2"]
+    assert deleted == ["h0", "h1", "h2", "h3"]
 
 
 def test_converged_service_needs_nothing():
@@ -120,3 +121,89 @@ def test_tasks_on_down_node_are_moved_at_once():
     assert [(a.op, a.id) for a in plan.actions if a.op == "task_desired"] == [("task_desired", "b")]
     (new,) = creates(plan)
     assert new.slot == 2 and new.desired_state == "running" and new.node_id == ""
+
+
+# --- restart policy, case by case (Swarm's meanings) ------------------------------------------
+
+def restarted(pol, state, history=()):
+    tasks = list(history) + [task("x", 1, state=state, at=NOW - 1)]
+    return [t for t in creates(reconcile_replicated(service(1, pol), tasks, NOW, ids())) if t.slot == 1]
+
+
+def test_restart_conditions():
+    for cond, state, expect in [("any", "complete", True), ("any", "failed", True), ("any", "rejected", True),
+                                ("on-failure", "complete", False), ("on-failure", "failed", True),
+                                ("on-failure", "rejected", True), ("none", "failed", False),
+                                ("none", "complete", False), ("none", "rejected", False)]:
+        got = bool(restarted(RestartPolicy(condition=cond, delay=0), state))
+        assert got == expect, (cond, state)
+
+
+def test_a_slot_that_is_not_restarted_keeps_its_ended_task():
+    plan = reconcile_replicated(service(1, RestartPolicy(condition="none")), [task("a", 1, state="failed")], NOW, ids())
+    assert plan.actions == []  # the failed task stays the slot's task: no new one in another slot either
+
+
+def test_restart_delay_defaults_to_five_seconds_and_is_per_policy():
+    (new,) = restarted(None, "failed")
+    assert new.desired_state == "ready"
+    new.created_at = timestamp(NOW - 4.9)
+    history = [task("x", 1, state="failed", desired="shutdown"), new]
+    plan = reconcile_replicated(service(1), history, NOW, ids())
+    assert plan.actions == [] and abs(plan.wake_at - (NOW + 0.1)) < 1e-3
+    plan = reconcile_replicated(service(1, RestartPolicy(delay=2 * SECOND)), history, NOW, ids())
+    assert [(a.op, a.obj) for a in plan.actions] == [("task_desired", "running")]
+
+
+def test_max_attempts_counts_only_restarts_within_the_window():
+    pol = RestartPolicy(condition="any", delay=0, max_attempts=2, window=10 * SECOND)
+    old = [task("a", 1, state="failed", desired="shutdown", at=NOW - 60),
+           task("b", 1, state="failed", desired="shutdown", at=NOW - 50)]
+    assert restarted(pol, "failed", old), "failures before the window are forgotten"
+    recent = [task("a", 1, state="failed", desired="shutdown", at=NOW - 6),
+              task("b", 1, state="failed", desired="shutdown", at=NOW - 3)]
+    assert not restarted(pol, "failed", recent)
+    # tasks stopped by the orchestrator (an update, a scale) are not restarts
+    stopped = [task("a", 1, state="shutdown", desired="shutdown", at=NOW - 6),
+               task("b", 1, state="shutdown", desired="shutdown", at=NOW - 3)]
+    assert restarted(pol, "failed", stopped)
+
+
+def test_a_replacement_waits_for_the_task_it_replaces_to_stop():
+    old = task("old", 1, state="running", desired="shutdown")
+    new = task("new", 1, state="ready", desired="ready", at=NOW - 1)
+    plan = reconcile_replicated(service(1), [old, new], NOW, ids())
+    assert plan.actions == [] and plan.wake_at == NOW - 1 + 60
+    old.status = TaskStatus(state="shutdown", timestamp=timestamp(NOW - 0.5))
+    plan = reconcile_replicated(service(1), [old, new], NOW, ids())
+    assert [(a.op, a.id, a.obj) for a in plan.actions] == [("task_desired", "new", "running")], \
+        "a task stopped on purpose imposes no restart delay"
+    old.status = TaskStatus(state="running", timestamp=timestamp(NOW - 100))
+    plan = reconcile_replicated(service(1), [old, new], NOW + 59.5, ids())
+    assert [(a.op, a.id) for a in plan.actions] == [("task_desired", "new")], "nor waits forever"
+
+
+def test_max_attempts_holds_although_history_is_reaped():
+    from tests.unit.test_update import Sim, spec
+    sim = Sim(history_limit=2, behaviour=lambda t: ("failed", 0.2))
+    sim.create(spec(replicas=1, restart=RestartPolicy(condition="on-failure", delay=int(0.5 * SECOND), max_attempts=3)))
+    sim.run_for(30)
+    ran = [t for t in sim.tasks() if t.status.state == "failed"]
+    assert len(ran) == 4, "the first run and 3 restarts"
+    sim.run_for(10)
+    assert len(sim.tasks()) == 4 and not sim.running()
+
+
+def test_restart_delay_in_a_running_cluster():
+    from api.ids import parse_timestamp
+    from tests.unit.test_update import Sim, spec
+    sim = Sim(behaviour=lambda t: ("failed", 1.0), history_limit=10)
+    sim.create(spec(replicas=1, restart=RestartPolicy(condition="any", delay=3 * SECOND)))
+    sim.run_for(14)
+    runs = sorted(sim.tasks(), key=lambda t: t.created_at)
+    assert len(runs) >= 3
+    starts = [min(parse_timestamp(t.status.timestamp) for _, ts in sim.samples for t in ts
+                  if t.id == run.id and t.status.state == "starting") for run in runs[1:3]]
+    ends = [parse_timestamp(sim.store.get("task", run.id).status.timestamp) for run in runs[:2]]
+    for end, start in zip(ends, starts):
+        assert 3.0 <= start - end < 3.5
