@@ -62,6 +62,26 @@ class Client:
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
             raise self._unreachable(exc) from None
 
+    async def stream_lines(self, path: str, params: dict | None = None, on_line=None) -> None:
+        """GET a streaming endpoint and hand each line to `on_line` as it arrives."""
+        if not os.path.exists(self.path):
+            raise self._unreachable(FileNotFoundError(self.path))
+        conn = aiohttp.UnixConnector(path=self.path)
+        try:
+            async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as session:
+                async with session.get("http://shoal" + path, params=params) as resp:
+                    if resp.status >= 400:
+                        text = await resp.text()
+                        try:
+                            msg = json.loads(text).get("message", text)
+                        except ValueError:
+                            msg = text
+                        raise CLIError(f"Error response from daemon: {msg}")
+                    async for raw in resp.content:
+                        on_line(raw.decode(errors="replace").rstrip("\n"))
+        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
+            raise self._unreachable(exc) from None
+
     def call(self, method: str, path: str, **kwargs) -> Any:
         return asyncio.run(self._request(method, path, **kwargs))
 

@@ -35,6 +35,7 @@ from worker.agent import Agent
 from worker.images.store import ImageStore
 from worker.join import JoinError, join_cluster, split_addr
 from worker.runtime import Runtime
+from worker.logstream import LogStreamer
 from worker.session import RemoteSession
 
 log = logging.getLogger("shoal.node")
@@ -514,6 +515,8 @@ class NodeDaemon:
         session = RemoteSession(self.identity.get("Managers", []), self._client_ssl, self.describe,
                                 split_addr(advertise)[0] if advertise else "", on_ca=self._on_ca_info,
                                 on_managers=self._managers_changed, on_role=self._on_role, manager_addr=manager_addr)
+        streamer = LogStreamer(self.runtime, session.report)
+        session.on_request = streamer.handle
         self.session = session
         self._tasks.append(asyncio.create_task(session.run(), name="session"))
         self._tasks.append(asyncio.create_task(self._cert_loop(), name="cert-renewal"))

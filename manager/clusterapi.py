@@ -264,7 +264,12 @@ class ClusterAPI:
                     message = await session.next_assignments()
                     await ws.send_bytes(msgpack.packb(message, use_bin_type=True))
 
+            async def send_requests():
+                while True:
+                    await ws.send_bytes(msgpack.packb(await session.outbox.get(), use_bin_type=True))
+
             sender = asyncio.create_task(send_assignments())
+            requester = asyncio.create_task(send_requests())
             timeout = 3 * period / SECOND
             while True:
                 frame = await asyncio.wait_for(ws.receive(), timeout=timeout)
@@ -276,6 +281,8 @@ class ClusterAPI:
                     await session.report(msg)
                 elif msg.get("Type") == "heartbeat":
                     await ws.send_bytes(_HEARTBEAT_ACK)
+                elif msg.get("Type") == "logs":
+                    dispatcher.deliver_logs(ident.node_id, msg)
                 elif msg.get("Type") != "heartbeat":
                     raise codec.DecodeError("Type", f"unknown message type {msg.get('Type')!r}")
         except asyncio.TimeoutError:
@@ -288,6 +295,8 @@ class ClusterAPI:
         finally:
             if sender:
                 sender.cancel()
+            if "requester" in locals():
+                requester.cancel()
             dispatcher.close_session(session)
             if not ws.closed:
                 await ws.close()

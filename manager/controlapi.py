@@ -5,6 +5,7 @@ response is the applied object. Errors are JSON `{"message": ...}` naming the fi
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -130,6 +131,7 @@ class ControlAPI:
             web.get("/services/{id}", self.service_inspect),
             web.post("/services/{id}/update", self.service_update),
             web.delete("/services/{id}", self.service_remove),
+            web.get("/services/{id}/logs", self.service_logs),
             web.get("/tasks", self.task_list),
             web.get("/tasks/{id}", self.task_inspect),
         ]
@@ -347,6 +349,85 @@ class ControlAPI:
         svc = find_one(m.store.list("service"), request.match_info["id"], "service", service_names)
         await self._propose(m, [Action("delete", "service", None, svc.id)])
         return web.Response(status=200)
+
+    async def service_logs(self, request: web.Request) -> web.StreamResponse:
+        """The logs of every task of a service, from every node, as JSON lines: Task, Node,
+        Time (ns), Stream, Line. Without follow they are merged in time order."""
+        m = self.get_manager()
+        svc = find_one(m.store.list("service"), request.match_info["id"], "service", service_names)
+        q = request.query
+        tail_text = q.get("tail", "all")
+        if tail_text != "all" and not tail_text.isdigit():
+            raise APIError(400, f"tail: must be a number or all, got {tail_text!r}")
+        tail = None if tail_text == "all" else int(tail_text)
+        follow = q.get("follow", "false").lower() in ("1", "true")
+        try:
+            since = float(q["since"]) if q.get("since") else None
+        except ValueError:
+            raise APIError(400, f"since: must be a UNIX time in seconds, got {q['since']!r}") from None
+        if not m.is_leader:  # the nodes' sessions are with the leader: ask it
+            return await self._proxy_stream(m, request)
+        hosts = {n.id: n.description.hostname or n.id for n in m.store.list("node")}
+        by_node: dict[str, list[tuple[str, str]]] = {}
+        names: dict[str, str] = {}
+        for t in m.store.tasks_of(svc.id):
+            cs = t.status.container_status
+            if t.node_id and cs is not None and cs.container_id:
+                by_node.setdefault(t.node_id, []).append((t.id, cs.container_id))
+                names[t.id] = f"{svc.spec.name}.{t.slot or t.node_id}.{t.id}"
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(node_id: str, containers) -> None:
+            try:
+                async for batch in m.dispatcher.stream_logs(node_id, containers, tail, follow, since):
+                    await queue.put((node_id, batch, None))
+            except LookupError as exc:
+                await queue.put((node_id, [], f"{hosts.get(node_id, node_id)}: {exc}"))
+            finally:
+                await queue.put((node_id, None, None))
+
+        pumps = [asyncio.create_task(pump(n, c)) for n, c in by_node.items()]
+        pending, collected = len(pumps), []
+        try:
+            while pending:
+                node_id, batch, error = await queue.get()
+                if batch is None:
+                    pending -= 1
+                    continue
+                if error:
+                    await resp.write((json.dumps({"Error": error}) + "\n").encode())
+                rows = [{"Task": names.get(tid, tid), "Node": hosts.get(node_id, node_id), "Time": ts,
+                         "Stream": stream, "Line": line} for tid, ts, stream, line in batch]
+                if follow:
+                    await resp.write("".join(json.dumps(r) + "\n" for r in rows).encode())
+                else:
+                    collected.extend(rows)
+            collected.sort(key=lambda r: r["Time"])
+            for i in range(0, len(collected), 500):
+                await resp.write("".join(json.dumps(r) + "\n" for r in collected[i:i + 500]).encode())
+        finally:
+            for p in pumps:
+                p.cancel()
+        await resp.write_eof()
+        return resp
+
+    async def _proxy_stream(self, m: Manager, request: web.Request) -> web.StreamResponse:
+        import aiohttp
+        leader = m.leader_addr()
+        if not leader:
+            raise APIError(503, "The swarm does not have a leader right now; try again")
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=2)) as http:
+            async with http.get(f"https://{leader}/control{request.path_qs}", ssl=m.ssl_context()) as up:
+                if up.status >= 400:
+                    raise APIError(up.status, (await up.json(content_type=None)).get("message", "logs failed"))
+                await resp.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
     # --- tasks ----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ same session runs in-process for the manager's own worker and over the network f
 from __future__ import annotations
 
 import asyncio
+import secrets
 import copy
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class Session:
     dispatcher: "Dispatcher"
     local: bool = False  # the manager's own worker, in-process: alive while the manager is
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)  # requests to the node (logs)
     closed: bool = False
 
     async def next_assignments(self) -> dict:
@@ -84,6 +86,7 @@ class Dispatcher:
         self.members = members
         self.sessions: dict[str, list[Session]] = {}
         self.last_heartbeat: dict[str, float] = {}
+        self._log_streams: dict[str, asyncio.Queue] = {}
         self.manager_addrs: dict[str, str] = {}  # where each node would serve Raft, from its hello
         self.session_roles: dict[str, str] = {}  # the role in the certificate of each open session
         store.watch(self._on_changes)
@@ -123,6 +126,40 @@ class Dispatcher:
         new.description = description
         new.status = NodeStatus(state="ready", message="", addr=addr)
         await self.propose([Action("update", "node", new)])
+
+    async def stream_logs(self, node_id: str, containers: list[tuple[str, str]], tail: int | None,
+                          follow: bool, since: float | None):
+        """Ask a node for the logs of some of its containers; yields batches of
+        [task id, time ns, stream, line] until the node says it is done."""
+        sessions = self.sessions.get(node_id)
+        if not sessions:
+            raise LookupError(f"node {node_id} has no session with this manager")
+        rid = secrets.token_hex(8)
+        queue: asyncio.Queue = asyncio.Queue()
+        self._log_streams[rid] = queue
+        session = sessions[-1]
+        session.outbox.put_nowait({"Type": "logs", "Request": rid, "Containers": [list(c) for c in containers],
+                                   "Tail": tail, "Follow": follow, "Since": since})
+        finished = False
+        try:
+            while True:
+                msg = await queue.get()
+                if msg is None:
+                    raise LookupError(f"node {node_id}: the session ended while streaming logs")
+                if msg.get("Lines"):
+                    yield msg["Lines"]
+                if msg.get("Done"):
+                    finished = True
+                    return
+        finally:
+            self._log_streams.pop(rid, None)
+            if not finished:
+                session.outbox.put_nowait({"Type": "logs-cancel", "Request": rid})
+
+    def deliver_logs(self, node_id: str, msg: dict) -> None:
+        queue = self._log_streams.get(str(msg.get("Request")))
+        if queue is not None and isinstance(msg.get("Lines", []), list):
+            queue.put_nowait(msg)
 
     def grant_grace(self) -> None:
         """A manager that (re)starts has heard from nobody yet: every node gets a full heartbeat

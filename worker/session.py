@@ -27,7 +27,9 @@ class RemoteSession:
                  describe: Callable[[], NodeDescription], advertise_addr: str = "",
                  on_ca: Callable[[dict], Any] | None = None,
                  on_managers: Callable[[list[str]], Any] | None = None,
-                 on_role: Callable[[str], Any] | None = None, manager_addr: str = ""):
+                 on_role: Callable[[str], Any] | None = None, manager_addr: str = "",
+                 on_request: Callable[[dict], Any] | None = None):
+        self.on_request = on_request
         self.on_ca = on_ca
         self.on_role = on_role
         self.manager_addr = manager_addr
@@ -137,6 +139,10 @@ class RemoteSession:
                         if frame.type != aiohttp.WSMsgType.BINARY:
                             break
                         msg = msgpack.unpackb(frame.data, raw=False)
+                        if isinstance(msg, dict) and msg.get("Type") in ("logs", "logs-cancel"):
+                            if self.on_request:
+                                self.on_request(msg)
+                            continue
                         if isinstance(msg, dict) and msg.get("Type") == "assignments":
                             self._latest = msg
                             self._have_latest.set()

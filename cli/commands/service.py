@@ -408,3 +408,54 @@ def rm(ctx: typer.Context, services: List[str] = typer.Argument(..., help="Servi
             failed = True
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("logs")
+def logs(ctx: typer.Context, service: str = typer.Argument(..., help="Service name or id."),
+         follow: bool = typer.Option(False, "--follow", "-f", help="Follow log output."),
+         tail: str = typer.Option("all", "--tail", "-n", help="Number of lines from the end of each task's log."),
+         since: Optional[str] = typer.Option(None, "--since", help="Only lines since a UNIX time or a duration (e.g. 10m)."),
+         timestamps: bool = typer.Option(False, "--timestamps", "-t", help="Show timestamps."),
+         no_task_ids: bool = typer.Option(False, "--no-task-ids", help="Do not include task ids.")) -> None:
+    """Show the logs of every task of a service, across nodes, each line prefixed with task and node."""
+    import asyncio
+    import json as _json
+
+    from api.units import parse_duration
+    from worker.logs import format_time
+    if tail != "all" and not tail.isdigit():
+        raise CLIError(f"--tail: must be a number or all, got {tail!r}", 2)
+    params = {"tail": tail, "follow": "true" if follow else "false"}
+    if since is not None:
+        try:
+            params["since"] = str(float(since))
+        except ValueError:
+            try:
+                params["since"] = str(time.time() - parse_duration(since, "--since") / 1e9)
+            except ValueError as exc:
+                raise CLIError(str(exc), 2) from None
+    c = client(ctx)
+    svc = c.get(f"/services/{service}")
+    failed = []
+
+    def show(line: str) -> None:
+        if not line:
+            return
+        row = _json.loads(line)
+        if "Error" in row:
+            failed.append(row["Error"])
+            typer.echo(f"error from daemon: {row['Error']}", err=True)
+            return
+        task = row["Task"]
+        if no_task_ids:
+            task = task.rsplit(".", 1)[0]
+        prefix = f"{task}@{row['Node']}"
+        stamp = format_time(row["Time"]) + " " if timestamps else ""
+        typer.echo(f"{prefix}    | {stamp}{row['Line'].rstrip(chr(10))}")
+
+    try:
+        asyncio.run(c.stream_lines(f"/services/{svc['ID']}/logs", params=params, on_line=show))
+    except KeyboardInterrupt:
+        return
+    if failed:
+        raise typer.Exit(1)
