@@ -26,11 +26,34 @@ class Platform:
 
 
 @dataclass
+class TmpfsOptions:
+    size_bytes: int = 0
+    mode: int = 0
+
+
+@dataclass
 class Mount:
     type: str = "volume"  # bind | volume | tmpfs
     source: str = ""
     target: str = ""
     read_only: bool = False
+    tmpfs_options: Optional[TmpfsOptions] = None
+
+
+@dataclass
+class Ulimit:
+    name: str = ""
+    soft: int = 0
+    hard: int = 0
+
+
+@dataclass
+class HealthConfig:
+    test: list[str] = field(default_factory=list)  # ["CMD", ...] | ["CMD-SHELL", "..."] | ["NONE"]
+    interval: int = 0  # ns
+    timeout: int = 0
+    retries: int = 0
+    start_period: int = 0
 
 
 @dataclass
@@ -51,6 +74,10 @@ class ContainerSpec:
     stop_signal: str = ""
     stop_grace_period: Optional[int] = None  # ns; default 10 s
     init: Optional[bool] = None
+    health_check: Optional[HealthConfig] = None
+    capability_add: list[str] = field(default_factory=list)
+    capability_drop: list[str] = field(default_factory=list)
+    ulimits: list[Ulimit] = field(default_factory=list)
 
 
 @dataclass

@@ -38,6 +38,16 @@ class ServiceOptions:
     stop_grace_period: str | None = None
     stop_signal: str = ""
     read_only: bool = False
+    mounts: list[str] = field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    ulimits: list[str] = field(default_factory=list)
+    health_cmd: str | None = None
+    health_interval: str | None = None
+    health_timeout: str | None = None
+    health_retries: int | None = None
+    health_start_period: str | None = None
+    no_healthcheck: bool = False
     max_concurrent: int | None = None
     update: "UpdateFlags" = field(default_factory=lambda: UpdateFlags())
     rollback: "UpdateFlags" = field(default_factory=lambda: UpdateFlags())
@@ -68,6 +78,79 @@ def _kv(items: list[str], field_name: str) -> dict[str, str]:
             raise ValueError(f"{field_name}: {item!r} must be KEY=VALUE")
         out[key] = value
     return out
+
+
+def parse_mount(text: str) -> dict:
+    """Docker's --mount: type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=…][,tmpfs-mode=…]."""
+    out: dict = {"Type": "volume"}
+    tmpfs: dict = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if key in ("readonly", "ro"):
+            if sep and value.lower() not in ("1", "true", "0", "false"):
+                raise ValueError(f"--mount: readonly must be true or false, got {value!r}")
+            out["ReadOnly"] = not sep or value.lower() in ("1", "true")
+        elif key == "type":
+            if value not in ("bind", "volume", "tmpfs"):
+                raise ValueError(f"--mount: type must be bind, volume or tmpfs, got {value!r}")
+            out["Type"] = value
+        elif key in ("source", "src"):
+            out["Source"] = value
+        elif key in ("target", "destination", "dst"):
+            out["Target"] = value
+        elif key == "tmpfs-size":
+            tmpfs["SizeBytes"] = parse_bytes(value, "--mount tmpfs-size")
+        elif key == "tmpfs-mode":
+            try:
+                tmpfs["Mode"] = int(value, 8)
+            except ValueError:
+                raise ValueError(f"--mount: tmpfs-mode must be octal, got {value!r}") from None
+        else:
+            raise ValueError(f"--mount: unknown key {key!r} in {text!r}")
+    if not out.get("Target", "").startswith("/"):
+        raise ValueError(f"--mount: target must be an absolute path in {text!r}")
+    if out["Type"] == "bind" and not out.get("Source", "").startswith("/"):
+        raise ValueError(f"--mount: a bind mount needs an absolute source path in {text!r}")
+    if tmpfs:
+        if out["Type"] != "tmpfs":
+            raise ValueError("--mount: tmpfs-size and tmpfs-mode are only for type=tmpfs")
+        out["TmpfsOptions"] = tmpfs
+    return out
+
+
+def parse_ulimit(text: str) -> dict:
+    """nofile=1024[:2048]"""
+    name, sep, limits = text.partition("=")
+    soft, _, hard = limits.partition(":")
+    try:
+        s = int(soft)
+        h = int(hard) if hard else s
+    except ValueError:
+        raise ValueError(f"--ulimit: {text!r} must be NAME=SOFT[:HARD]") from None
+    if not sep or not name:
+        raise ValueError(f"--ulimit: {text!r} must be NAME=SOFT[:HARD]")
+    return {"Name": name, "Soft": s, "Hard": h}
+
+
+def health_check(o: "ServiceOptions") -> dict | None:
+    if o.no_healthcheck:
+        if o.health_cmd:
+            raise ValueError("--no-healthcheck: conflicts with --health-cmd")
+        return {"Test": ["NONE"]}
+    hc: dict = {}
+    if o.health_cmd:
+        hc["Test"] = ["CMD-SHELL", o.health_cmd]
+    for key, value, flag in (("Interval", o.health_interval, "--health-interval"),
+                             ("Timeout", o.health_timeout, "--health-timeout"),
+                             ("StartPeriod", o.health_start_period, "--health-start-period")):
+        if value is not None:
+            hc[key] = parse_duration(value, flag)
+    if o.health_retries is not None:
+        if o.health_retries < 0:
+            raise ValueError("--health-retries: must not be negative")
+        hc["Retries"] = o.health_retries
+    return hc or None
 
 
 def build_spec(o: ServiceOptions) -> dict:
@@ -112,6 +195,17 @@ def build_spec(o: ServiceOptions) -> dict:
         cs["StopGracePeriod"] = parse_duration(o.stop_grace_period, "--stop-grace-period")
     if o.read_only:
         cs["ReadOnly"] = True
+    if o.mounts:
+        cs["Mounts"] = [parse_mount(m) for m in o.mounts]
+    if o.cap_add:
+        cs["CapabilityAdd"] = list(o.cap_add)
+    if o.cap_drop:
+        cs["CapabilityDrop"] = list(o.cap_drop)
+    if o.ulimits:
+        cs["Ulimits"] = [parse_ulimit(u) for u in o.ulimits]
+    health = health_check(o)
+    if health is not None:
+        cs["HealthCheck"] = health
     task: dict = {"ContainerSpec": cs}
     limits: dict = {}
     if o.limit_memory is not None:

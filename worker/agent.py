@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from api import codec
 from api.ids import timestamp
 from api.objects import ContainerStatus, Task, TaskStatus, is_terminal, state_rank
-from worker.executor import TaskRejected, container_config, container_id, resolve_image, stop_policy
+from worker.executor import (TaskRejected, container_config, container_id, health_config, resolve_image,
+                             stop_policy)
 from worker.images.store import ImageStore
 from worker.runtime import ContainerState, Runtime
 
@@ -42,6 +43,8 @@ class TaskController:
     task: Task
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     removed: bool = False
+    health: Any = None  # worker.health.HealthConfig of this task, if it has a check
+    unhealthy: bool = False
     runner: asyncio.Task | None = None
     reported: str = ""
 
@@ -111,7 +114,8 @@ class TaskController:
         try:
             image = resolve_image(self.agent.images, self.task)
             layers = await asyncio.to_thread(self.agent.images.layer_dirs, image)
-            cfg = container_config(self.task, image, layers)
+            cfg = container_config(self.task, image, layers, self.agent.volumes_root)
+            self.health = health_config(self.task, image)
             if existing is None:
                 await asyncio.to_thread(rt.create, cfg)
         except TaskRejected as exc:
@@ -132,7 +136,8 @@ class TaskController:
             self.report("failed", "starting container failed", err=str(exc))
             await self._wait_removed()
             return
-        self.report("running", "started", pid=pid)
+        if self.health is None:
+            self.report("running", "started", pid=pid)
         await self._supervise(pid, image)
         await self._wait_removed()
 
@@ -140,9 +145,10 @@ class TaskController:
         """Wait for the container to exit or for the managers to ask it to stop."""
         rt = self.agent.runtime
         cid = container_id(self.task.id)
-        if self.reported != "running":
+        if self.reported != "running" and self.health is None:
             self.report("running", "started", pid=pid)
         waiter = asyncio.ensure_future(rt.wait(cid))
+        watcher = asyncio.ensure_future(self._watch_health(cid, pid, image)) if self.health else None
         try:
             while not waiter.done():
                 if self.wants_stop():
@@ -158,10 +164,32 @@ class TaskController:
         finally:
             if not waiter.done():
                 waiter.cancel()
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+
+    async def _watch_health(self, cid: str, pid: int, image) -> None:
+        """Healthy: the task is running. Unhealthy: stop it; it fails and is replaced."""
+        from worker.health import monitor
+        try:
+            state = self.agent.runtime.state(cid)
+            async for tr in monitor(self.agent.runtime, cid, self.health, state.started_at or 0):
+                if tr.status == "healthy" and self.reported != "running":
+                    self.report("running", "started (healthy)", pid=pid)
+                elif tr.status == "unhealthy":
+                    self.unhealthy = True
+                    policy = stop_policy(self.task, image)
+                    await self.agent.runtime.stop(cid, policy.grace_s, policy.signal)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("health check of task %s", self.task.id)
 
     def _report_exit(self, state: ContainerState) -> None:
         code = state.exit_code
-        if state.oom_killed:
+        if self.unhealthy:
+            self.report("failed", "failed", err="task: container is unhealthy (health check failed)", exit_code=code)
+        elif state.oom_killed:
             self.report("failed", "failed", err="task: killed by the OOM killer (memory limit reached)", exit_code=code)
         elif state.error:
             self.report("failed", "failed", err=state.error, exit_code=code)
@@ -184,6 +212,7 @@ class Agent:
         self.node_id = node_id
         self.runtime = runtime
         self.images = images
+        self.volumes_root = runtime.root.parent / "volumes"
         self.controllers: dict[str, TaskController] = {}
         self.existing: dict[str, ContainerState] = {}
         self._updates: dict[str, TaskStatus] = {}

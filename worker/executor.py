@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
+from pathlib import Path
 from dataclasses import dataclass
 
 from api.objects import SECOND, Task
 from worker.images.store import Image, ImageStore
 from worker.runtime import ContainerConfig
+from worker.runtime.config import Mount as RuntimeMount
 
 DEFAULT_STOP_GRACE = 10 * SECOND
 
@@ -67,7 +70,51 @@ def resolve_image(images: ImageStore, task: Task) -> Image:
     return image
 
 
-def container_config(task: Task, image: Image, layers) -> ContainerConfig:
+def container_mounts(task: Task, volumes_root: Path | None) -> list[RuntimeMount]:
+    """Bind mounts as given, named volumes (local driver: a directory made on first use and
+    kept after the task), tmpfs; a bad one rejects the task with the field named."""
+    out = []
+    for i, m in enumerate(task.spec.container_spec.mounts):
+        where = f"Mounts[{i}]"
+        if not m.target.startswith("/"):
+            raise TaskRejected(f"{where}.Target: must be an absolute path, got {m.target!r}")
+        if m.type == "bind":
+            if not m.source.startswith("/") or not os.path.exists(m.source):
+                raise TaskRejected(f"{where}.Source: bind source path does not exist on this node: {m.source!r}")
+            out.append(RuntimeMount("bind", m.target, m.source, m.read_only))
+        elif m.type == "volume":
+            if volumes_root is None:
+                raise TaskRejected(f"{where}: named volumes are not available on this node")
+            name = m.source or container_id(task.id)[:24]  # anonymous: one per task
+            if "/" in name or name in (".", ".."):
+                raise TaskRejected(f"{where}.Source: invalid volume name {name!r}")
+            data = volumes_root / name / "_data"
+            data.mkdir(parents=True, exist_ok=True)
+            out.append(RuntimeMount("bind", m.target, str(data), m.read_only))
+        elif m.type == "tmpfs":
+            opts = m.tmpfs_options
+            out.append(RuntimeMount("tmpfs", m.target, read_only=m.read_only,
+                                    tmpfs_size=(opts.size_bytes or None) if opts else None,
+                                    tmpfs_mode=(opts.mode or None) if opts else None))
+        else:
+            raise TaskRejected(f"{where}.Type: must be bind, volume or tmpfs, got {m.type!r}")
+    return out
+
+
+def health_config(task: Task, image: Image | None):
+    """The check to run: the service's, completed by the image's (None when there is none)."""
+    from api import codec
+    from worker import health
+    spec = task.spec.container_spec.health_check
+    try:
+        spec_hc = health.HealthConfig.from_docker(codec.encode(spec)) if spec is not None else None
+        image_hc = health.HealthConfig.from_docker((image.config.get("config") or {}).get("Healthcheck")) if image else None
+        return health.merge(spec_hc, image_hc)
+    except ValueError as exc:
+        raise TaskRejected(str(exc)) from None
+
+
+def container_config(task: Task, image: Image, layers, volumes_root: Path | None = None) -> ContainerConfig:
     cs = task.spec.container_spec
     img = image.config.get("config") or {}
     entrypoint = list(cs.command) if cs.command else list(img.get("Entrypoint") or [])
@@ -82,6 +129,7 @@ def container_config(task: Task, image: Image, layers) -> ContainerConfig:
         raise TaskRejected("no command specified: the image has no Cmd or Entrypoint and the service sets none")
     cid = container_id(task.id)
     limits = task.spec.resources.limits if task.spec.resources and task.spec.resources.limits else None
+    reservation = task.spec.resources.reservations if task.spec.resources else None
     return ContainerConfig(
         id=cid,
         args=args,
@@ -93,6 +141,12 @@ def container_config(task: Task, image: Image, layers) -> ContainerConfig:
         memory_limit=(limits.memory_bytes or None) if limits else None,
         pids_limit=(limits.pids or None) if limits else None,
         nano_cpus=(limits.nano_cpus or None) if limits else None,
+        memory_reservation=(reservation.memory_bytes or None) if reservation else None,
+        read_only=cs.read_only,
+        cap_add=list(cs.capability_add),
+        cap_drop=list(cs.capability_drop),
+        ulimits={u.name: (u.soft, u.hard) for u in cs.ulimits},
+        mounts=container_mounts(task, volumes_root),
         labels={
             "com.docker.swarm.task.id": task.id,
             "com.docker.swarm.service.id": task.service_id,

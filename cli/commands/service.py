@@ -133,6 +133,16 @@ def create(
     stop_grace_period: Optional[str] = typer.Option(None, "--stop-grace-period", help="Time to wait before force killing (default 10s)."),
     stop_signal: str = typer.Option("", "--stop-signal", help="Signal to stop the container (default SIGTERM)."),
     read_only: bool = typer.Option(False, "--read-only", help="Mount the container's root filesystem read-only."),
+    mount: List[str] = typer.Option([], "--mount", help="type=bind|volume|tmpfs,source=…,target=…[,readonly]."),
+    cap_add: List[str] = typer.Option([], "--cap-add", help="Add a Linux capability."),
+    cap_drop: List[str] = typer.Option([], "--cap-drop", help="Drop a Linux capability."),
+    ulimit: List[str] = typer.Option([], "--ulimit", help="Ulimit, e.g. nofile=1024:2048."),
+    health_cmd: Optional[str] = typer.Option(None, "--health-cmd", help="Command to run to check health."),
+    health_interval: Optional[str] = typer.Option(None, "--health-interval", help="Time between checks (e.g. 30s)."),
+    health_timeout: Optional[str] = typer.Option(None, "--health-timeout", help="Maximum time one check may run."),
+    health_retries: Optional[int] = typer.Option(None, "--health-retries", help="Consecutive failures to report unhealthy."),
+    health_start_period: Optional[str] = typer.Option(None, "--health-start-period", help="Grace period before failures count."),
+    no_healthcheck: bool = typer.Option(False, "--no-healthcheck", help="Disable any health check of the image."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Exit immediately instead of waiting for the service to converge."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress progress output."),
     **kw,
@@ -146,6 +156,9 @@ def create(
         replicas_max_per_node=replicas_max_per_node, restart_condition=restart_condition,
         restart_delay=restart_delay, restart_max_attempts=restart_max_attempts, restart_window=restart_window,
         stop_grace_period=stop_grace_period, stop_signal=stop_signal, read_only=read_only,
+        mounts=mount, cap_add=cap_add, cap_drop=cap_drop, ulimits=ulimit, health_cmd=health_cmd,
+        health_interval=health_interval, health_timeout=health_timeout, health_retries=health_retries,
+        health_start_period=health_start_period, no_healthcheck=no_healthcheck,
         max_concurrent=max_concurrent, update=flags(kw, "update"), rollback=flags(kw, "rollback"))
     try:
         spec = build_spec(opts)
