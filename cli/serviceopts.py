@@ -48,6 +48,9 @@ class ServiceOptions:
     health_retries: int | None = None
     health_start_period: str | None = None
     no_healthcheck: bool = False
+    networks: list[str] = field(default_factory=list)
+    publish: list[str] = field(default_factory=list)
+    endpoint_mode: str | None = None
     max_concurrent: int | None = None
     update: "UpdateFlags" = field(default_factory=lambda: UpdateFlags())
     rollback: "UpdateFlags" = field(default_factory=lambda: UpdateFlags())
@@ -116,6 +119,66 @@ def parse_mount(text: str) -> dict:
         if out["Type"] != "tmpfs":
             raise ValueError("--mount: tmpfs-size and tmpfs-mode are only for type=tmpfs")
         out["TmpfsOptions"] = tmpfs
+    return out
+
+
+def parse_network(text: str) -> dict:
+    """NAME, or name=NAME[,alias=A...] as Docker's --network."""
+    if "=" not in text:
+        return {"Target": text}
+    out: dict = {"Aliases": []}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key in ("name", "target"):
+            out["Target"] = value
+        elif key == "alias":
+            out["Aliases"].append(value)
+        else:
+            raise ValueError(f"--network: unknown key {key!r} in {text!r}")
+    if not out.get("Target"):
+        raise ValueError(f"--network: no network name in {text!r}")
+    if not out["Aliases"]:
+        del out["Aliases"]
+    return out
+
+
+def parse_publish(text: str) -> dict:
+    """8080:80[/udp], or published=8080,target=80[,protocol=tcp][,mode=ingress|host]."""
+    out: dict = {"Protocol": "tcp", "PublishMode": "ingress"}
+    try:
+        if "=" in text:
+            for part in text.split(","):
+                key, _, value = part.partition("=")
+                if key in ("published", "target"):
+                    out["PublishedPort" if key == "published" else "TargetPort"] = int(value)
+                elif key == "protocol":
+                    out["Protocol"] = value
+                elif key == "mode":
+                    out["PublishMode"] = value
+                else:
+                    raise ValueError(f"--publish: unknown key {key!r} in {text!r}")
+        else:
+            ports, _, proto = text.partition("/")
+            published, sep, target = ports.partition(":")
+            if sep:
+                out["PublishedPort"], out["TargetPort"] = int(published), int(target)
+            else:
+                out["TargetPort"] = int(published)
+            if proto:
+                out["Protocol"] = proto
+    except ValueError as exc:
+        if str(exc).startswith("--publish"):
+            raise
+        raise ValueError(f"--publish: ports must be numbers in {text!r}") from None
+    if out["Protocol"] not in ("tcp", "udp", "sctp"):
+        raise ValueError(f"--publish: protocol must be tcp, udp or sctp, got {out['Protocol']!r}")
+    if out["PublishMode"] not in ("ingress", "host"):
+        raise ValueError(f"--publish: mode must be ingress or host, got {out['PublishMode']!r}")
+    for key in ("TargetPort", "PublishedPort"):
+        if key in out and not 0 < out[key] < 65536:
+            raise ValueError(f"--publish: {key} out of range in {text!r}")
+    if "TargetPort" not in out:
+        raise ValueError(f"--publish: no target port in {text!r}")
     return out
 
 
@@ -207,6 +270,8 @@ def build_spec(o: ServiceOptions) -> dict:
     if health is not None:
         cs["HealthCheck"] = health
     task: dict = {"ContainerSpec": cs}
+    if o.networks:
+        task["Networks"] = [parse_network(n) for n in o.networks]
     limits: dict = {}
     if o.limit_memory is not None:
         limits["MemoryBytes"] = parse_bytes(o.limit_memory, "--limit-memory")
@@ -256,6 +321,15 @@ def build_spec(o: ServiceOptions) -> dict:
     if placement:
         task["Placement"] = placement
     spec: dict = {"TaskTemplate": task}
+    if o.publish or o.endpoint_mode:
+        endpoint: dict = {}
+        if o.endpoint_mode:
+            if o.endpoint_mode not in ("vip", "dnsrr"):
+                raise ValueError(f"--endpoint-mode: must be vip or dnsrr, got {o.endpoint_mode!r}")
+            endpoint["Mode"] = o.endpoint_mode
+        if o.publish:
+            endpoint["Ports"] = [parse_publish(p) for p in o.publish]
+        spec["EndpointSpec"] = endpoint
     if o.name:
         spec["Name"] = o.name
     if o.labels:

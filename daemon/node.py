@@ -28,12 +28,14 @@ from manager.ca.pem import as_certs, as_key, cert_pem, key_pem
 from manager.ca.root import ClusterCA, RootCA
 from manager.ca.tls import client_context, server_context
 from manager.ca.tokens import JoinTokens as CAJoinTokens
+from manager.allocator import key_rotation_loop
 from manager.clusterapi import ClusterAPI
 from manager.manager import Manager
 from manager.store import Action
 from worker.agent import Agent
 from worker.images.store import ImageStore
 from worker.join import JoinError, join_cluster, split_addr
+from worker.networks import NodeNetworking
 from worker.runtime import Runtime
 from worker.logstream import LogStreamer
 from worker.session import RemoteSession
@@ -84,6 +86,7 @@ class NodeDaemon:
                                engine=config.runtime)
         self.manager: Manager | None = None
         self.agent: Agent | None = None
+        self.networks: NodeNetworking | None = None
         self.session: RemoteSession | None = None
         self.node_id: str = ""
         self.identity: dict = {}
@@ -161,6 +164,11 @@ class NodeDaemon:
                     await asyncio.to_thread(self.runtime.delete, c.id, True)
                 except Exception as exc:  # keep going: leaving must not strand the rest
                     log.warning("removing container %s: %s", c.id[:12], exc)
+        if self.networks is not None:
+            # Leaving removes the node's networks; a plain exit leaves them to the running
+            # containers, and the next daemon rebuilds them.
+            await (self.networks.close() if stop_containers else self.networks.stop())
+            self.networks = None
         self.agent = None
         self.session = None
         self.manager = None
@@ -416,7 +424,8 @@ class NodeDaemon:
         self.manager = m
         await m.start()
         await self._serve_cluster_port(self.identity.get("ListenAddr") or self.config.listen_addr)
-        self._manager_tasks = [asyncio.create_task(self._rotation_loop(), name="ca-rotation")]
+        self._manager_tasks = [asyncio.create_task(self._rotation_loop(), name="ca-rotation"),
+                               asyncio.create_task(key_rotation_loop(m), name="network-keys")]
         return m
 
     async def _stop_manager_quietly(self) -> None:
@@ -508,9 +517,12 @@ class NodeDaemon:
     async def _start_agent(self) -> None:
         """Every node's agent, a manager's too, holds its session with the leader over mutual
         TLS; a follower's cluster port points it to the leader, and it follows leader changes."""
-        self.agent = Agent(self.node_id, self.runtime, self.images)
-        self.agent.adopt_existing()
         advertise = self.identity.get("AdvertiseAddr") or ""
+        underlay = advertise or self.config.advertise_addr
+        self.networks = NodeNetworking(self.node_id, self.runtime, split_addr(underlay)[0] if underlay else "")
+        await self.networks.start()
+        self.agent = Agent(self.node_id, self.runtime, self.images, self.networks)
+        self.agent.adopt_existing()
         manager_addr = self.identity.get("ManagerAddr") or (advertise if self.identity.get("Role") == "manager" else "")
         session = RemoteSession(self.identity.get("Managers", []), self._client_ssl, self.describe,
                                 split_addr(advertise)[0] if advertise else "", on_ca=self._on_ca_info,

@@ -32,6 +32,7 @@ from manager.ca import (
 from manager.ca.tokens import JoinTokens, token_role
 from manager.controlapi import ControlAPI, error_middleware
 from manager.manager import Manager
+from manager.networkapi import NetworkAPI
 from manager.raft.transport import decode_batch
 from manager.store import Action, StoreError
 
@@ -78,6 +79,7 @@ class ClusterAPI:
             # The control API for other managers (forwarded calls); never for workers.
             control = web.Application(middlewares=[self._managers_only, error_middleware])
             control.add_routes(self.control.routes())
+            control.add_routes(NetworkAPI(self.control.get_manager).routes())
             app.add_subapp("/control", control)
         return app
 

@@ -282,6 +282,11 @@ class ControlAPI:
             validate_service_spec(spec)
         except SpecError as exc:
             raise APIError(400, str(exc)) from None
+        networks = self.get_manager().store.list("network") if "network" in self.get_manager().store.tables else []
+        known = {n.id for n in networks} | {n.spec.name for n in networks}
+        for i, att in enumerate(spec.task_template.networks or spec.networks):
+            if att.target not in known and not any(n.id.startswith(att.target) for n in networks):
+                raise APIError(404, f"TaskTemplate.Networks[{i}].Target: network {att.target!r} not found")
         try:
             pinned = self.resolve_image(spec.task_template.container_spec.image)
         except ValueError as exc:

@@ -14,6 +14,7 @@ from typing import Any
 
 from api import codec
 from api.objects import Node, NodeStatus, Task, TaskStatus
+from manager.allocator import node_view
 from manager.store import Action, Change, Conflict, Store
 
 
@@ -69,6 +70,7 @@ class Session:
             msg["Role"] = node.spec.role  # the role the node should take (promotion, demotion)
             # A removed member no longer hears from Raft; it learns of its removal here.
             msg["RaftMembers"] = sorted(self.dispatcher.members())
+        msg.update(node_view(store, self.node_id))  # overlay networks: endpoints, names, VIPs, ports
         return msg
 
     async def report(self, message: Any) -> None:
@@ -182,12 +184,17 @@ class Dispatcher:
     def _on_changes(self, changes: list[Change]) -> None:
         touched: set[str] = set()
         for c in changes:
+            # Every node on a network must hear of an endpoint, a name or a port anywhere on it.
+            if c.kind in ("network", "service", "networkkeys") or (c.kind == "task" and c.obj.networks_attachments):
+                touched.update(self.sessions)
             if c.kind == "task" and c.obj.node_id:
                 touched.add(c.obj.node_id)
             elif c.kind == "cluster":
                 touched.update(self.sessions)
             elif c.kind == "node":
                 touched.add(c.obj.id)
+                if c.obj.attachments:  # its address on ingress (or its underlay address) changed
+                    touched.update(self.sessions)
         for node_id in touched:
             for s in self.sessions.get(node_id, []):
                 s._changed.set()

@@ -12,6 +12,7 @@ from typing import Callable
 
 from api.ids import new_id
 from api.objects import SECOND
+from manager.allocator import allocate
 from manager.dispatcher import Dispatcher
 from manager.orchestrator.orchestrate import orchestrate_service
 from manager.orchestrator.replicated import Plan, orphan_actions, reconcile_removed
@@ -279,6 +280,7 @@ class Manager:
                 wake_at = plan.wake_at if wake_at is None else min(wake_at, plan.wake_at)
             if plan.actions:
                 await self._propose_quietly(plan.actions)
+        await allocate(self.store, self.propose, new_id)  # networks, addresses, ports: new -> pending
         actions = scheduling_actions(self.store)
         if actions:
             await self._propose_quietly(actions)

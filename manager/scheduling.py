@@ -4,11 +4,13 @@ from __future__ import annotations
 import hashlib
 
 from api import codec
-from api.objects import Node, Task, is_terminal, state_rank
+from api.objects import EndpointSpec, Node, Task, is_terminal, state_rank
 from manager.store import Action, Store
 from scheduler import NodeInfo, PlacedTask, TaskRequest, node_matches, schedule
 
-WAITING = ("new", "pending")
+# The allocator moves a task from new to pending once its networks, addresses and ports are
+# allocated; only then is it the scheduler's.
+WAITING = ("pending",)
 
 
 def node_info(node: Node) -> NodeInfo:
@@ -33,8 +35,12 @@ def _reservations(task: Task) -> tuple[int, int]:
     return (res.nano_cpus, res.memory_bytes) if res else (0, 0)
 
 
-def _host_ports(task: Task) -> tuple:
-    return ()  # host-mode published ports arrive with the networking work
+def _host_ports(endpoint: EndpointSpec | None) -> tuple[tuple[str, int], ...]:
+    """The service's host-mode published ports: two tasks holding one cannot share a node."""
+    if endpoint is None:
+        return ()
+    return tuple(sorted({(p.protocol or "tcp", p.published_port) for p in endpoint.ports
+                         if p.publish_mode == "host" and p.published_port}))
 
 
 def _preferences(task: Task) -> tuple[str, ...]:
@@ -51,7 +57,7 @@ def spec_key(task: Task) -> str:
     return hashlib.sha1(repr(codec.encode(task.spec)).encode()).hexdigest()
 
 
-def task_request(task: Task) -> TaskRequest:
+def task_request(task: Task, endpoint: EndpointSpec | None = None) -> TaskRequest:
     cpus, mem = _reservations(task)
     placement = task.spec.placement
     return TaskRequest(
@@ -63,16 +69,16 @@ def task_request(task: Task) -> TaskRequest:
         reserve_nano_cpus=cpus,
         reserve_memory=mem,
         max_replicas_per_node=placement.max_replicas if placement else 0,
-        host_ports=_host_ports(task),
+        host_ports=_host_ports(endpoint),
         platforms=tuple((p.os, p.architecture) for p in placement.platforms) if placement else (),
         node_id=task.node_id,  # global tasks are pinned to their node
     )
 
 
-def placed_task(task: Task) -> PlacedTask:
+def placed_task(task: Task, endpoint: EndpointSpec | None = None) -> PlacedTask:
     cpus, mem = _reservations(task)
     return PlacedTask(id=task.id, service_id=task.service_id, node_id=task.node_id,
-                      reserve_nano_cpus=cpus, reserve_memory=mem, host_ports=_host_ports(task))
+                      reserve_nano_cpus=cpus, reserve_memory=mem, host_ports=_host_ports(endpoint))
 
 
 def global_eligible(node: Node, task_template) -> bool:
@@ -97,7 +103,9 @@ def scheduling_actions(store: Store) -> list[Action]:
     if not pending:
         return []
     nodes = [node_info(n) for n in store.list("node")]
-    decision = schedule(nodes, [placed_task(t) for t in placed], [task_request(t) for t in pending])
+    endpoints = {s.id: s.spec.endpoint_spec for s in store.list("service")}
+    decision = schedule(nodes, [placed_task(t, endpoints.get(t.service_id)) for t in placed],
+                        [task_request(t, endpoints.get(t.service_id)) for t in pending])
     actions = []
     by_id = {t.id: t for t in pending}
     for task_id, node_id in decision.assignments.items():

@@ -7,6 +7,7 @@ are batched: whatever accumulates while one batch is in flight goes in the next.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from api.objects import ContainerStatus, Task, TaskStatus, is_terminal, state_ra
 from worker.executor import (TaskRejected, container_config, container_id, health_config, resolve_image,
                              stop_policy)
 from worker.images.store import ImageStore
+from worker.networks import NodeNetworking
 from worker.runtime import ContainerState, Runtime
 
 log = logging.getLogger("shoal.agent")
@@ -94,6 +96,8 @@ class TaskController:
             # Re-adopt a container that outlived a daemon restart.
             self.reported = current
             if existing.status == "running":
+                if self.agent.networks is not None:
+                    await self.agent.networks.readopt(self.task, existing.pid or 0)
                 await self._supervise(existing.pid or 0)
             else:
                 self._report_exit(existing)
@@ -131,7 +135,9 @@ class TaskController:
             await self._changed()
         self.report("starting", "starting")
         try:
-            pid = await asyncio.to_thread(rt.start, cid)
+            start = functools.partial(asyncio.to_thread, rt.start, cid)
+            nets = self.agent.networks
+            pid = await (nets.start_container(self.task, cid, start) if nets is not None else start())
         except Exception as exc:
             self.report("failed", "starting container failed", err=str(exc))
             await self._wait_removed()
@@ -140,6 +146,15 @@ class TaskController:
             self.report("running", "started", pid=pid)
         await self._supervise(pid, image)
         await self._wait_removed()
+
+    async def _release_networks(self) -> None:
+        """The container has ended: its network interfaces go (and networks no task needs),
+        before the managers hear of the end, so that a task gone means its network gone."""
+        if self.agent.networks is not None:
+            try:
+                await self.agent.networks.release(self.task.id)
+            except Exception as exc:
+                log.warning("task %s: releasing its networks: %s", self.task.id, exc)
 
     async def _supervise(self, pid: int, image=None) -> None:
         """Wait for the container to exit or for the managers to ask it to stop."""
@@ -154,12 +169,14 @@ class TaskController:
                 if self.wants_stop():
                     policy = stop_policy(self.task, image)
                     state = await rt.stop(cid, policy.grace_s, policy.signal)
+                    await self._release_networks()
                     self.report("shutdown", "shutdown", exit_code=state.exit_code)
                     return
                 changed = asyncio.ensure_future(self._changed())
                 await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
                 if not changed.done():
                     changed.cancel()
+            await self._release_networks()
             self._report_exit(waiter.result())
         finally:
             if not waiter.done():
@@ -208,10 +225,11 @@ class TaskController:
 
 
 class Agent:
-    def __init__(self, node_id: str, runtime: Runtime, images: ImageStore):
+    def __init__(self, node_id: str, runtime: Runtime, images: ImageStore, networks: NodeNetworking | None = None):
         self.node_id = node_id
         self.runtime = runtime
         self.images = images
+        self.networks = networks  # overlay networks (worker/networks.py); None: containers get none
         self.volumes_root = runtime.root.parent / "volumes"
         self.controllers: dict[str, TaskController] = {}
         self.existing: dict[str, ContainerState] = {}
@@ -235,6 +253,8 @@ class Agent:
             while True:
                 message = await session.next_assignments()
                 session.heartbeat()
+                if self.networks is not None:
+                    self.networks.update(message)  # first: a task about to start needs its networks
                 self.apply(parse_assignments(message))
         finally:
             reporter.cancel()

@@ -143,6 +143,9 @@ def create(
     health_retries: Optional[int] = typer.Option(None, "--health-retries", help="Consecutive failures to report unhealthy."),
     health_start_period: Optional[str] = typer.Option(None, "--health-start-period", help="Grace period before failures count."),
     no_healthcheck: bool = typer.Option(False, "--no-healthcheck", help="Disable any health check of the image."),
+    network: List[str] = typer.Option([], "--network", help="Attach to an overlay network (NAME or name=N,alias=A)."),
+    publish: List[str] = typer.Option([], "--publish", "-p", help="Publish a port: 8080:80 or published=8080,target=80[,mode=host]."),
+    endpoint_mode: Optional[str] = typer.Option(None, "--endpoint-mode", help="vip (default) or dnsrr."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Exit immediately instead of waiting for the service to converge."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress progress output."),
     **kw,
@@ -159,6 +162,7 @@ def create(
         mounts=mount, cap_add=cap_add, cap_drop=cap_drop, ulimits=ulimit, health_cmd=health_cmd,
         health_interval=health_interval, health_timeout=health_timeout, health_retries=health_retries,
         health_start_period=health_start_period, no_healthcheck=no_healthcheck,
+        networks=network, publish=publish, endpoint_mode=endpoint_mode,
         max_concurrent=max_concurrent, update=flags(kw, "update"), rollback=flags(kw, "rollback"))
     try:
         spec = build_spec(opts)

@@ -21,6 +21,26 @@ def stack_services(c: Client, stack: str) -> list[dict]:
     return c.get("/services", params={"filters": json.dumps({"label": [f"{NAMESPACE}={stack}"]})})
 
 
+def stack_networks(c: Client, stack: str) -> list[dict]:
+    return c.get("/networks", params={"filters": json.dumps({"label": [f"{NAMESPACE}={stack}"]})})
+
+
+def ensure_networks(c: Client, networks: dict[str, dict]) -> None:
+    """The stack's networks exist before its services: created (labelled with the stack) when
+    missing; an external one must exist already."""
+    existing = {n["Name"] for n in c.get("/networks")}
+    for name, net in sorted(networks.items()):
+        if net.get("External"):
+            if name not in existing:
+                raise CLIError(f"network {name!r} is declared as external, but could not be found: create it "
+                               f"(shoal network create -d overlay {name}) before deploying the stack")
+            continue
+        if name in existing:
+            continue
+        typer.echo(f"Creating network {name}")
+        c.post("/networks/create", body={k: v for k, v in net.items() if k != "External"})
+
+
 def _comparable(spec: dict) -> dict:
     """The spec as the user wrote it: the daemon pins image digests, so compare the tag only."""
     s = json.loads(json.dumps(spec))
@@ -49,12 +69,10 @@ def deploy(ctx: typer.Context,
     for w in plan.warnings:
         typer.echo(w, err=True)
     c = client(ctx)
+    ensure_networks(c, plan.networks)
     existing = {s["Spec"]["Name"]: s for s in stack_services(c, stack)}
     changed = False
     for spec in plan.services:
-        # Overlay networks arrive with the networking work; until then services run unattached.
-        spec.get("TaskTemplate", {}).pop("Networks", None)
-        spec.pop("Networks", None)
         name = spec["Name"]
         current = existing.get(name)
         if current is None:
@@ -125,12 +143,20 @@ def rm(ctx: typer.Context, stacks: List[str] = typer.Argument(..., help="Stack n
     failed = False
     for stack in stacks:
         svcs = stack_services(c, stack)
-        if not svcs:
+        nets = stack_networks(c, stack)
+        if not svcs and not nets:
             typer.echo(f"Nothing found in stack: {stack}", err=True)
             failed = True
             continue
         for s in sorted(svcs, key=lambda s: s["Spec"]["Name"]):
             typer.echo(f"Removing service {s['Spec']['Name']}")
             c.delete(f"/services/{s['ID']}")
+        for n in sorted(nets, key=lambda n: n["Name"]):  # the stack's own: external ones carry no label
+            typer.echo(f"Removing network {n['Name']}")
+            try:
+                c.delete(f"/networks/{n['Id']}")
+            except CLIError as exc:
+                typer.echo(f"Failed to remove network {n['Name']}: {exc}", err=True)
+                failed = True
     if failed:
         raise typer.Exit(1)

@@ -548,6 +548,9 @@ def teardown(name: str, root: Path | None = None, timeout: float = 15.0) -> Down
             else:
                 report.cgroups += 1
 
+        for n in nodes:  # the overlay networks a node's daemon made, if it died before removing them
+            _purge_overlay(layout.node_paths(cdir, n).state_dir, f"/run/netns/{layout.netns_name(name, n)}", report)
+
         for ns in sorted(spaces):
             try:
                 if netns.delete(ns):
@@ -564,6 +567,19 @@ def teardown(name: str, root: Path | None = None, timeout: float = 15.0) -> Down
             except FileNotFoundError:
                 pass
     return report
+
+
+def _purge_overlay(state_dir: Path, underlay: str, report: DownReport) -> None:
+    from overlay import purge
+    from worker.networks import node_prefix
+    try:
+        node_id = json.loads((state_dir / "swarm" / "node.json").read_text())["NodeID"]
+    except (OSError, ValueError, KeyError):
+        return
+    try:
+        purge(node_prefix(node_id), underlay if os.path.exists(underlay) else None)
+    except Exception as exc:  # keep tearing down the rest
+        report.leftovers.append(f"overlay networks of {state_dir.parent.name}: {exc}")
 
 
 def iter_owned(name: str, root: Path | None = None) -> Iterator[str]:

@@ -141,6 +141,9 @@ class Daemon:
         filters = json.dumps({"service": [service]}) if service else "{}"
         return self.api("/tasks?filters=" + urllib.parse.quote(filters))
 
+    def _purge_overlay(self) -> None:
+        _purge_overlay_of(self.state_dir)
+
     def cleanup(self) -> None:
         """Leave nothing: daemon, container processes, mounts, cgroups, files."""
         self.stop(signal.SIGKILL)
@@ -164,6 +167,7 @@ class Daemon:
             if not pids:
                 break
             time.sleep(0.1)
+        self._purge_overlay()
         for m in sorted(mounts_under(self.root), key=len, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)
         remove_cgroups(self.cgroup_parent)
@@ -179,6 +183,17 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(30)
         self.sock.connect(self.unix_path)
+
+
+def _purge_overlay_of(state_dir: Path) -> None:
+    """The overlay namespaces, links and nftables table a killed daemon left in this namespace."""
+    try:
+        node_id = json.loads((state_dir / "swarm" / "node.json").read_text())["NodeID"]
+    except (OSError, ValueError, KeyError):
+        return
+    from overlay import purge
+    from worker.networks import node_prefix
+    purge(node_prefix(node_id))
 
 
 def _shims_of(state_dir: Path) -> list[int]:
