@@ -1,5 +1,4 @@
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +31,20 @@ def daemon():
         yield d
     finally:
         d.cleanup()
+
+
+@pytest.fixture
+def daemons(busybox_tar):
+    """A factory of named daemons on this host, each with the busybox image; all cleaned up."""
+    made = []
+    try:
+        def add(name):
+            d = new_daemon(name)
+            made.append(d)
+            d.start()
+            d.cli("image", "import", str(busybox_tar), "busybox:latest")
+            return d
+        yield add
+    finally:
+        for d in made:
+            d.cleanup()

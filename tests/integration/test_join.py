@@ -1,7 +1,5 @@
 """Several real daemons on loopback forming one swarm over mutual TLS."""
-import json
 import signal
-import socket
 import ssl
 import time
 import urllib.request
@@ -9,29 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import new_daemon, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def cluster(busybox_tar):
-    made = []
-    try:
-        def add(name):
-            d = new_daemon(name)
-            made.append(d)
-            d.start()
-            d.cli("image", "import", str(busybox_tar), "busybox:latest")
-            return d
-        yield add
-    finally:
-        for d in made:
-            d.cleanup()
+from tests.integration.harness import free_port, wait_for
 
 
 def nodes(d):
@@ -47,16 +23,16 @@ def running_by_node(d, service):
     return out
 
 
-def test_join_spread_failover_drain_and_removal(cluster):
+def test_join_spread_failover_drain_and_removal(daemons):
     port = free_port()
-    m1 = cluster("m1")
+    m1 = daemons("m1")
     m1.cli("swarm", "init", "--listen-addr", f"127.0.0.1:{port}", "--advertise-addr", f"127.0.0.1:{port}")
     token = m1.cli("swarm", "join-token", "-q", "worker").stdout.strip()
     assert token.startswith("SHLTKN-1-")
     assert f"shoal swarm join --token {token} 127.0.0.1:{port}" in m1.cli("swarm", "join-token", "worker").stdout
 
     # bad tokens: refused with a clear message, no trace in node ls
-    w1 = cluster("w1")
+    w1 = daemons("w1")
     for bad, why in ((token[:-3] + "zzz", "join token"), ("SHLTKN-1-nope", "join token"),
                      ("SHLTKN-1-" + "0" * 64 + "-" + token.rsplit("-", 1)[1], "does not match")):
         r = w1.cli("swarm", "join", "--token", bad, f"127.0.0.1:{port}", check=False)
@@ -70,7 +46,7 @@ def test_join_spread_failover_drain_and_removal(cluster):
     t0 = time.monotonic()
     w1.cli("swarm", "join", "--token", rotated, f"127.0.0.1:{port}")
     join_s = time.monotonic() - t0
-    w2 = cluster("w2")
+    w2 = daemons("w2")
     w2.cli("swarm", "join", "--token", rotated, f"127.0.0.1:{port}")
     wait_for(lambda: all(n["Status"]["State"] == "ready" for n in nodes(m1).values()) and len(nodes(m1)) == 3,
              20, what="3 ready nodes")
@@ -133,12 +109,12 @@ def test_join_spread_failover_drain_and_removal(cluster):
     assert "removed" in w1.log_path.read_text()
 
 
-def test_ca_rotation_keeps_nodes_and_tasks(cluster):
+def test_ca_rotation_keeps_nodes_and_tasks(daemons):
     port = free_port()
-    m1 = cluster("m1")
+    m1 = daemons("m1")
     m1.cli("swarm", "init", "--listen-addr", f"127.0.0.1:{port}", "--advertise-addr", f"127.0.0.1:{port}")
     token = m1.cli("swarm", "join-token", "-q", "worker").stdout.strip()
-    w1 = cluster("w1")
+    w1 = daemons("w1")
     w1.cli("swarm", "join", "--token", token, f"127.0.0.1:{port}")
     wait_for(lambda: len(nodes(m1)) == 2 and all(n["Status"]["State"] == "ready" for n in nodes(m1).values()),
              20, what="2 ready nodes")
@@ -166,11 +142,11 @@ def test_ca_rotation_keeps_nodes_and_tasks(cluster):
     wait_for(lambda: running_by_node(m1, "web") == {"m1": 2, "w1": 2}, 60, what="scaled over both nodes")
 
 
-def test_session_survives_manager_restart_and_worker_leaves(cluster):
+def test_session_survives_manager_restart_and_worker_leaves(daemons):
     port = free_port()
-    m1 = cluster("m1")
+    m1 = daemons("m1")
     m1.cli("swarm", "init", "--listen-addr", f"127.0.0.1:{port}", "--advertise-addr", f"127.0.0.1:{port}")
-    w1 = cluster("w1")
+    w1 = daemons("w1")
     w1.cli("swarm", "join", "--token", m1.cli("swarm", "join-token", "-q", "worker").stdout.strip(),
            f"127.0.0.1:{port}")
     r = w1.cli("node", "ls", check=False)  # a worker is not a manager

@@ -3,25 +3,7 @@ restart from disk and disaster recovery."""
 import signal
 import time
 
-import pytest
-
-from tests.integration.harness import new_daemon, wait_for
-
-
-@pytest.fixture
-def daemons(busybox_tar):
-    made = []
-    try:
-        def add(name):
-            d = new_daemon(name)
-            made.append(d)
-            d.start()
-            d.cli("image", "import", str(busybox_tar), "busybox:latest")
-            return d
-        yield add
-    finally:
-        for d in made:
-            d.cleanup()
+from tests.integration.harness import wait_for
 
 
 def managers(d):

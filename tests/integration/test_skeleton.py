@@ -1,5 +1,4 @@
 """The walking skeleton end to end on one host: a real shoald driven by the real CLI."""
-import json
 import os
 import signal
 import time
