@@ -8,7 +8,7 @@ import click
 import typer
 
 from cli.client import CLIError, Client
-from cli.commands import image, login, network, node, service, stack, swarm
+from cli.commands import image, login, tasks, network, node, service, stack, swarm
 from cli import dev
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -27,6 +27,8 @@ app.add_typer(node.app, name="node")
 app.add_typer(service.app, name="service")
 app.add_typer(image.app, name="image")
 app.command("login")(login.login)
+app.command("exec", context_settings={"allow_interspersed_args": False})(tasks.exec_)
+app.command("stats")(tasks.stats)
 app.add_typer(stack.app, name="stack")
 app.add_typer(network.app, name="network")
 app.add_typer(dev.app, name="dev")

@@ -38,6 +38,7 @@ from worker.join import JoinError, join_cluster, split_addr
 from worker.networks import NodeNetworking
 from worker.runtime import Runtime
 from worker.logstream import LogStreamer
+from worker.requests import NodeRequests
 from worker.session import RemoteSession
 
 log = logging.getLogger("shoal.node")
@@ -528,7 +529,9 @@ class NodeDaemon:
                                 split_addr(advertise)[0] if advertise else "", on_ca=self._on_ca_info,
                                 on_managers=self._managers_changed, on_role=self._on_role, manager_addr=manager_addr)
         streamer = LogStreamer(self.runtime, session.report)
-        session.on_request = streamer.handle
+        requests = NodeRequests(self.runtime, session.report)
+        session.on_request = lambda msg: (streamer.handle if msg.get("Type", "").startswith("logs")
+                                          else requests.handle)(msg)
         self.session = session
         self._tasks.append(asyncio.create_task(session.run(), name="session"))
         self._tasks.append(asyncio.create_task(self._cert_loop(), name="cert-renewal"))

@@ -285,6 +285,8 @@ class ClusterAPI:
                     await ws.send_bytes(_HEARTBEAT_ACK)
                 elif msg.get("Type") == "logs":
                     dispatcher.deliver_logs(ident.node_id, msg)
+                elif msg.get("Type") == "reply":
+                    dispatcher.deliver_reply(ident.node_id, msg)
                 elif msg.get("Type") != "heartbeat":
                     raise codec.DecodeError("Type", f"unknown message type {msg.get('Type')!r}")
         except asyncio.TimeoutError:

@@ -134,6 +134,8 @@ class ControlAPI:
             web.get("/services/{id}/logs", self.service_logs),
             web.get("/tasks", self.task_list),
             web.get("/tasks/{id}", self.task_inspect),
+            web.post("/tasks/{id}/exec", self.task_exec),
+            web.get("/tasks/{id}/stats", self.task_stats),
         ]
 
     # --- swarm and nodes ----------------------------------------------------------------
@@ -456,6 +458,49 @@ class ControlAPI:
             tasks.append(t)
         tasks.sort(key=lambda t: (t.service_id, t.slot, t.created_at))
         return web.json_response([codec.encode(t) for t in tasks])
+
+    def _running_task(self, m: Manager, ref: str) -> Task:
+        task = find_one(m.store.list("task"), ref, "task", lambda t: [])
+        cs = task.status.container_status
+        if task.status.state != "running" or cs is None or not cs.container_id:
+            raise APIError(409, f"task {task.id} is not running (state {task.status.state})")
+        return task
+
+    async def task_exec(self, request: web.Request) -> web.Response:
+        """Run a command inside a running task's container, on whichever node runs it."""
+        m = self.get_manager()
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise APIError(400, "body: must be an object")
+        cmd, env = body.get("Cmd"), body.get("Env", [])
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
+            raise APIError(400, "Cmd: must be a non-empty list of strings")
+        if not isinstance(env, list) or not all(isinstance(e, str) and "=" in e for e in env):
+            raise APIError(400, "Env: must be a list of KEY=VALUE strings")
+        task = self._running_task(m, request.match_info["id"])
+        return web.json_response(await self._ask(m, task, {"Type": "exec", "Cmd": cmd, "Env": env}, 330))
+
+    async def task_stats(self, request: web.Request) -> web.Response:
+        m = self.get_manager()
+        if not m.is_leader:  # the nodes' sessions are with the leader
+            status, payload, ctype = await m.forward("GET", request.path_qs, b"", "application/json")
+            return web.Response(status=status, body=payload, content_type=ctype or "application/json")
+        task = self._running_task(m, request.match_info["id"])
+        return web.json_response(await self._ask(m, task, {"Type": "stats"}, 15))
+
+    async def _ask(self, m: Manager, task: Task, msg: dict, timeout: float) -> dict:
+        msg = {**msg, "ContainerID": task.status.container_status.container_id}
+        try:
+            reply = await m.dispatcher.request(task.node_id, msg, timeout)
+        except LookupError as exc:
+            raise APIError(503, str(exc)) from None
+        except asyncio.TimeoutError:
+            raise APIError(504, f"node {task.node_id} did not answer in {timeout:g}s") from None
+        if reply.get("Error"):
+            raise APIError(400, f"node {task.node_id}: {reply['Error']}")
+        reply.pop("Type", None)
+        reply.pop("Request", None)
+        return reply
 
     async def task_inspect(self, request: web.Request) -> web.Response:
         m = self.get_manager()

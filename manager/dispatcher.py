@@ -89,6 +89,7 @@ class Dispatcher:
         self.sessions: dict[str, list[Session]] = {}
         self.last_heartbeat: dict[str, float] = {}
         self._log_streams: dict[str, asyncio.Queue] = {}
+        self._replies: dict[str, asyncio.Future] = {}
         self.manager_addrs: dict[str, str] = {}  # where each node would serve Raft, from its hello
         self.session_roles: dict[str, str] = {}  # the role in the certificate of each open session
         store.watch(self._on_changes)
@@ -157,6 +158,25 @@ class Dispatcher:
             self._log_streams.pop(rid, None)
             if not finished:
                 session.outbox.put_nowait({"Type": "logs-cancel", "Request": rid})
+
+    async def request(self, node_id: str, msg: dict, timeout: float) -> dict:
+        """One question to a node over its session (exec, stats), and its answer."""
+        sessions = self.sessions.get(node_id)
+        if not sessions:
+            raise LookupError(f"node {node_id} has no session with this manager (is it down?)")
+        rid = secrets.token_hex(8)
+        fut = asyncio.get_running_loop().create_future()
+        self._replies[rid] = fut
+        sessions[-1].outbox.put_nowait({**msg, "Request": rid})
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._replies.pop(rid, None)
+
+    def deliver_reply(self, node_id: str, msg: dict) -> None:
+        fut = self._replies.get(str(msg.get("Request")))
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
 
     def deliver_logs(self, node_id: str, msg: dict) -> None:
         queue = self._log_streams.get(str(msg.get("Request")))

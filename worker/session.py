@@ -139,7 +139,7 @@ class RemoteSession:
                         if frame.type != aiohttp.WSMsgType.BINARY:
                             break
                         msg = msgpack.unpackb(frame.data, raw=False)
-                        if isinstance(msg, dict) and msg.get("Type") in ("logs", "logs-cancel"):
+                        if isinstance(msg, dict) and msg.get("Type") in ("logs", "logs-cancel", "exec", "stats"):
                             if self.on_request:
                                 self.on_request(msg)
                             continue

@@ -42,3 +42,26 @@ def test_service_logs_across_nodes(busybox_tar):
     finally:
         m1.cleanup()
         w1.cleanup()
+
+
+def test_exec_and_stats_across_nodes(daemons):
+    m1, w1 = daemons("m1"), daemons("w1")
+    m1.cli("swarm", "init", "--advertise-addr", f"127.0.0.1:{m1.port}")
+    w1.cli("swarm", "join", "--token", m1.cli("swarm", "join-token", "-q", "worker").stdout.strip(),
+           f"127.0.0.1:{m1.port}")
+    wait_for(lambda: len(m1.api("/nodes")) == 2, 10, what="2 nodes")
+    m1.cli("node", "update", "--availability", "drain", "m1")  # the task runs on the worker
+    m1.cli("service", "create", "--name", "box", "--limit-memory", "32M", "--detach", "busybox",
+           "sh", "-c", "echo secret > /tmp/f; trap 'exit 0' TERM; while true; do sleep 1; done")
+    (t,) = wait_for(lambda: [t for t in m1.api_tasks("box") if t["Status"]["State"] == "running"], 60,
+                    what="running on w1")
+    r = m1.cli("exec", "box.1", "sh", "-c", "cat /tmp/f; echo $$; hostname; echo err >&2; exit 3", check=False)
+    assert r.returncode == 3, r
+    lines = r.stdout.split()
+    assert lines[0] == "secret" and lines[2] == t["Status"]["ContainerStatus"]["ContainerID"][:12]
+    assert r.stderr.strip() == "err"
+    assert m1.cli("exec", t["ID"][:10], "true").returncode == 0
+    out = m1.cli("stats", "box").stdout
+    assert "w1" in out and "32MiB" in out, out
+    r = m1.cli("exec", "box.9", "true", check=False)
+    assert r.returncode != 0 and "no running task in slot 9" in r.stderr
