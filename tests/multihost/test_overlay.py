@@ -186,8 +186,11 @@ def test_published_port_answers_on_every_node(ov):
         name = probe(task, "connect", "127.0.0.1", "8000").stdout.strip()
         for src in NODES:
             for dst in NODES:   # two of the three run no task of the service
-                r = ov.c.exec(src, sys.executable, "-m", "tests.overlay.probe", "connect", ov.c.address(dst), "8080")
-                assert r.stdout.strip() == name, (src, dst, r.stdout, r.stderr)
+                # The mesh is programmed on every node as its assignments arrive: allow it a moment.
+                def answered(src=src, dst=dst):
+                    r = ov.c.exec(src, sys.executable, "-m", "tests.overlay.probe", "connect", ov.c.address(dst), "8080")
+                    return r.stdout.strip() == name
+                wait_for(answered, 15, 0.3, f"{dst}:8080 from {src}")
         ingress = next(n for n in ov.api("/networks") if n["Ingress"])
         assert all(ov.has_network(h, ingress["Id"]) for h in NODES), "every node is on the routing mesh"
     finally:
