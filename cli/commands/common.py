@@ -20,3 +20,19 @@ def kv_list(items: list[str] | None, field: str) -> dict[str, str]:
             raise CLIError(f"{field}: {item!r} must be KEY=VALUE", 2)
         out[key] = value
     return out
+
+
+def remove_each(c: Client, kind: str, refs: list[str]) -> None:
+    """DELETE /<kind>/<ref> for each ref, as docker does: echo what went, report what did not
+    (one line each), carry on, and exit non-zero if any failed."""
+    from cli.client import CLIError
+    failed = False
+    for ref in refs:
+        try:
+            c.delete(f"/{kind}/{ref}")
+            typer.echo(ref)
+        except CLIError as exc:
+            typer.echo(str(exc), err=True)
+            failed = True
+    if failed:
+        raise typer.Exit(1)

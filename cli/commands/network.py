@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from cli.client import CLIError
-from cli.commands.common import client, kv_list
+from cli.commands.common import client, remove_each, kv_list
 from cli.output import print_json, table
 
 app = typer.Typer(help="Manage overlay networks.", no_args_is_help=True)
@@ -86,14 +86,4 @@ def inspect(ctx: typer.Context, networks: List[str] = typer.Argument(..., help="
 @app.command("rm")
 def rm(ctx: typer.Context, networks: List[str] = typer.Argument(..., help="Network names or ids.")) -> None:
     """Remove networks (refused while a service uses one)."""
-    c = client(ctx)
-    failed = False
-    for n in networks:
-        try:
-            c.delete(f"/networks/{n}")
-            typer.echo(n)
-        except CLIError as exc:
-            typer.echo(str(exc), err=True)
-            failed = True
-    if failed:
-        raise typer.Exit(1)
+    remove_each(client(ctx), "networks", networks)

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from cli.client import CLIError, Client
-from cli.commands.common import client
+from cli.commands.common import client, remove_each
 from cli.output import ago, print_json, table
 from cli.serviceopts import ServiceOptions, UpdateFlags, UpdateOptions, apply_update, build_spec
 
@@ -414,17 +414,7 @@ def scale(ctx: typer.Context, pairs: List[str] = typer.Argument(..., help="SERVI
 @app.command("rm")
 def rm(ctx: typer.Context, services: List[str] = typer.Argument(..., help="Service names or ids.")) -> None:
     """Remove one or more services."""
-    c = client(ctx)
-    failed = False
-    for ref in services:
-        try:
-            c.delete(f"/services/{ref}")
-            typer.echo(ref)
-        except CLIError as exc:
-            typer.echo(str(exc), err=True)
-            failed = True
-    if failed:
-        raise typer.Exit(1)
+    remove_each(client(ctx), "services", services)
 
 
 @app.command("logs")

@@ -31,7 +31,7 @@ def join(ctx: typer.Context,
          advertise_addr: str = typer.Option("", "--advertise-addr", help="Address other nodes use to reach this node."),
          listen_addr: str = typer.Option("", "--listen-addr", help="Address to listen on (managers).")) -> None:
     """Join a swarm as a worker or a manager."""
-    result = client(ctx).post("/swarm/join", body={"RemoteAddrs": [addr], "JoinToken": token,
+    client(ctx).post("/swarm/join", body={"RemoteAddrs": [addr], "JoinToken": token,
                                                     "AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr})
     role = client(ctx).get("/info").get("Swarm", {}).get("Role", "worker")
     typer.echo(f"This node joined a swarm as a {role}.")
@@ -102,7 +102,6 @@ def ca(ctx: typer.Context,
        detach: bool = typer.Option(False, "--detach", "-d", help="Do not wait for the rotation to finish."),
        quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress progress output.")) -> None:
     """Print the root CA certificate(s), or rotate the root CA."""
-    import base64
     import time
     c = client(ctx)
     if rotate:
