@@ -57,6 +57,30 @@ class HealthConfig:
 
 
 @dataclass
+class FileTarget:
+    """Where a secret or config appears in the container: a file name (a secret's relative name
+    is under /run/secrets, a config's under /) or an absolute path, its owner and mode."""
+    name: str = ""
+    uid: str = "0"
+    gid: str = "0"
+    mode: int = 0o444
+
+
+@dataclass
+class SecretReference:
+    file: Optional[FileTarget] = None
+    secret_id: str = ""
+    secret_name: str = ""
+
+
+@dataclass
+class ConfigReference:
+    file: Optional[FileTarget] = None
+    config_id: str = ""
+    config_name: str = ""
+
+
+@dataclass
 class ContainerSpec:
     image: str = ""
     labels: dict[str, str] = field(default_factory=dict)
@@ -78,6 +102,8 @@ class ContainerSpec:
     capability_add: list[str] = field(default_factory=list)
     capability_drop: list[str] = field(default_factory=list)
     ulimits: list[Ulimit] = field(default_factory=list)
+    secrets: list[SecretReference] = field(default_factory=list)
+    configs: list[ConfigReference] = field(default_factory=list)
 
 
 @dataclass
@@ -396,6 +422,8 @@ class Cluster:
     # leaves the managers: the control API does not return it.
     root_ca_cert: str = ""
     root_ca_key: str = ""
+    # base64 of the 32-byte key that seals secrets in the store; managers only, never served.
+    secrets_key: str = ""
 
 
 # --- networks -----------------------------------------------------------------------------
@@ -493,6 +521,47 @@ class NetworkKeys:
     step_at: str = ""  # when the last rotation step was taken
 
 
+# --- secrets and configs -------------------------------------------------------------------
+
+
+@dataclass
+class SecretSpec:
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    data: str = ""  # base64; accepted on create, never stored in the clear nor returned
+    driver: Optional[Driver] = None
+    templating: Optional[Driver] = None
+
+
+@dataclass
+class Secret:
+    id: str = ""
+    version: Version = field(default_factory=Version)
+    created_at: str = ""
+    updated_at: str = ""
+    spec: SecretSpec = field(default_factory=SecretSpec)
+    # The data sealed with the cluster's secrets key (manager/secretbox.py): what the log,
+    # snapshots and every manager's store hold. The API never returns it.
+    sealed: str = ""
+
+
+@dataclass
+class ConfigSpec:
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    data: str = ""  # base64
+    templating: Optional[Driver] = None
+
+
+@dataclass
+class Config:
+    id: str = ""
+    version: Version = field(default_factory=Version)
+    created_at: str = ""
+    updated_at: str = ""
+    spec: ConfigSpec = field(default_factory=ConfigSpec)
+
+
 # The tables of the replicated store, by kind.
 KINDS: dict[str, type] = {
     "cluster": Cluster,
@@ -501,4 +570,6 @@ KINDS: dict[str, type] = {
     "task": Task,
     "network": Network,
     "networkkeys": NetworkKeys,
+    "secret": Secret,
+    "config": Config,
 }

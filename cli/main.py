@@ -8,7 +8,7 @@ import click
 import typer
 
 from cli.client import CLIError, Client
-from cli.commands import image, login, tasks, network, node, service, stack, swarm
+from cli.commands import image, login, tasks, network, node, secret, service, stack, swarm
 from cli import dev
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -31,6 +31,8 @@ app.command("exec", context_settings={"allow_interspersed_args": False})(tasks.e
 app.command("stats")(tasks.stats)
 app.add_typer(stack.app, name="stack")
 app.add_typer(network.app, name="network")
+app.add_typer(secret.secret_app, name="secret")
+app.add_typer(secret.config_app, name="config")
 app.add_typer(dev.app, name="dev")
 
 

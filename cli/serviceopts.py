@@ -39,6 +39,8 @@ class ServiceOptions:
     stop_signal: str = ""
     read_only: bool = False
     mounts: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+    configs: list[str] = field(default_factory=list)
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     ulimits: list[str] = field(default_factory=list)
@@ -120,6 +122,37 @@ def parse_mount(text: str) -> dict:
             raise ValueError("--mount: tmpfs-size and tmpfs-mode are only for type=tmpfs")
         out["TmpfsOptions"] = tmpfs
     return out
+
+
+def parse_file_ref(text: str, kind: str, flag: str = "") -> dict:
+    """Docker's --secret / --config: NAME, or source=NAME[,target=T][,uid=U][,gid=G][,mode=0444]."""
+    flag = flag or f"--{kind}"
+    if "=" not in text:
+        fields = {"source": text}
+    else:
+        fields = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            key = key.strip().lower()
+            if not sep:
+                raise ValueError(f"{flag}: {part!r} must be KEY=VALUE in {text!r}")
+            if key == "src":
+                key = "source"
+            if key not in ("source", "target", "uid", "gid", "mode"):
+                raise ValueError(f"{flag}: unknown key {key!r} in {text!r} (source, target, uid, gid, mode)")
+            fields[key] = value
+    source = fields.get("source", "")
+    if not source:
+        raise ValueError(f"{flag}: no source {kind} named in {text!r}")
+    target = {"Name": fields.get("target") or source, "UID": fields.get("uid", "0"), "GID": fields.get("gid", "0")}
+    for key in ("UID", "GID"):
+        if not target[key].isdigit():
+            raise ValueError(f"{flag}: {key.lower()} must be a numeric id, got {target[key]!r}")
+    try:
+        target["Mode"] = int(fields.get("mode", "0444"), 8)
+    except ValueError:
+        raise ValueError(f"{flag}: mode must be octal (e.g. 0400), got {fields['mode']!r}") from None
+    return {"File": target, f"{kind.capitalize()}Name": source}
 
 
 def parse_network(text: str) -> dict:
@@ -260,6 +293,10 @@ def build_spec(o: ServiceOptions) -> dict:
         cs["ReadOnly"] = True
     if o.mounts:
         cs["Mounts"] = [parse_mount(m) for m in o.mounts]
+    if o.secrets:
+        cs["Secrets"] = [parse_file_ref(x, "secret") for x in o.secrets]
+    if o.configs:
+        cs["Configs"] = [parse_file_ref(x, "config") for x in o.configs]
     if o.cap_add:
         cs["CapabilityAdd"] = list(o.cap_add)
     if o.cap_drop:
@@ -406,6 +443,10 @@ class UpdateOptions:
     reserve_cpu: str | None = None
     constraint_add: list[str] = field(default_factory=list)
     constraint_rm: list[str] = field(default_factory=list)
+    secret_add: list[str] = field(default_factory=list)
+    secret_rm: list[str] = field(default_factory=list)
+    config_add: list[str] = field(default_factory=list)
+    config_rm: list[str] = field(default_factory=list)
     replicas: int | None = None
     max_concurrent: int | None = None
     restart_condition: str | None = None
@@ -455,6 +496,14 @@ def apply_update(spec: dict, o: UpdateOptions) -> dict:
         cs["StopGracePeriod"] = parse_duration(o.stop_grace_period, "--stop-grace-period")
     if o.stop_signal is not None:
         _set_or_drop(cs, "StopSignal", o.stop_signal)
+    for kind, add, rm in (("secret", o.secret_add, o.secret_rm), ("config", o.config_add, o.config_rm)):
+        if add or rm:
+            key, name_key, id_key = f"{kind.capitalize()}s", f"{kind.capitalize()}Name", f"{kind.capitalize()}ID"
+            refs = [r for r in cs.get(key, []) if r.get(name_key) not in rm and r.get(id_key) not in rm]
+            for text in add:
+                new = parse_file_ref(text, kind, f"--{kind}-add")
+                refs = [r for r in refs if r.get(name_key) != new[name_key]] + [new]
+            _set_or_drop(cs, key, refs)
     resources = task.get("Resources") or {}
     limits, reservations = dict(resources.get("Limits") or {}), dict(resources.get("Reservations") or {})
     if o.limit_memory is not None:

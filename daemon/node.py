@@ -30,6 +30,7 @@ from manager.ca.tls import client_context, server_context
 from manager.ca.tokens import JoinTokens as CAJoinTokens
 from manager.allocator import key_rotation_loop
 from manager.clusterapi import ClusterAPI
+from manager import secretbox
 from manager.manager import Manager
 from manager.store import Action
 from worker.agent import Agent
@@ -261,6 +262,7 @@ class NodeDaemon:
                 join_tokens=JoinTokens(worker=tokens.worker, manager=tokens.manager), root_ca_digest=ca.digest,
                 tls_info=certs.root_tls_info(ca.signer.cert, ca.trust_bundle_pem),
                 root_ca_cert=cert_pem(ca.signer.cert).decode(), root_ca_key=key_pem(ca.signer.key).decode(),
+                secrets_key=secretbox.new_key(),
             )
             node = Node(
                 id=node_id,

@@ -11,6 +11,7 @@ from daemon.engineapi import EngineAPI
 from daemon.imageapi import ImageAPI, container_image_ids
 from daemon.node import NodeDaemon, NodeError
 from manager.controlapi import ControlAPI, error_middleware, error_response
+from manager import secretapi
 from manager.networkapi import NetworkAPI
 
 log = logging.getLogger("shoal.api")
@@ -49,6 +50,7 @@ def make_app(node: NodeDaemon) -> web.Application:
                             in_use=lambda: container_image_ids(node.images, node.runtime.root)).routes())
     app.add_routes(ControlAPI(node.require_manager, node.pinned_image, node.load_ca, node.start_ca_rotation).routes())
     app.add_routes(NetworkAPI(node.require_manager).routes())
+    app.add_routes(secretapi.routes(node.require_manager))
     return app
 
 

@@ -32,6 +32,7 @@ from manager.ca import (
 from manager.ca.tokens import JoinTokens, token_role
 from manager.controlapi import ControlAPI, error_middleware
 from manager.manager import Manager
+from manager import secretapi
 from manager.networkapi import NetworkAPI
 from manager.raft.transport import decode_batch
 from manager.store import Action, StoreError
@@ -80,6 +81,7 @@ class ClusterAPI:
             control = web.Application(middlewares=[self._managers_only, error_middleware])
             control.add_routes(self.control.routes())
             control.add_routes(NetworkAPI(self.control.get_manager).routes())
+            control.add_routes(secretapi.routes(self.control.get_manager))
             app.add_subapp("/control", control)
         return app
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from api import codec
 from api.ids import new_id, timestamp
 from api.objects import SECOND, ManagerStatus, Node, NodeSpec, ReplicatedService, Service, ServiceSpec, SwarmSpec, Task
+from manager.filerefs import FileRefError, complete_references
 from manager.manager import Manager
 from manager.orchestrator.update import manual_rollback
 from manager.store import Action, StoreError
@@ -61,6 +62,7 @@ async def error_middleware(request: web.Request, handler):
 def public_cluster(cluster) -> dict:
     body = codec.encode(cluster)
     body.pop("RootCAKey", None)
+    body.pop("SecretsKey", None)
     body.pop("RootRotationPhase", None)
     return body
 
@@ -284,6 +286,11 @@ class ControlAPI:
             validate_service_spec(spec)
         except SpecError as exc:
             raise APIError(400, str(exc)) from None
+        store = self.get_manager().store
+        try:
+            complete_references(spec.task_template.container_spec, store.list("secret"), store.list("config"))
+        except FileRefError as exc:
+            raise APIError(exc.status, str(exc)) from None
         networks = self.get_manager().store.list("network") if "network" in self.get_manager().store.tables else []
         known = {n.id for n in networks} | {n.spec.name for n in networks}
         for i, att in enumerate(spec.task_template.networks or spec.networks):

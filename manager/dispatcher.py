@@ -6,6 +6,8 @@ same session runs in-process for the manager's own worker and over the network f
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import secrets
 import copy
 import time
@@ -13,9 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api import codec
-from api.objects import Node, NodeStatus, Task, TaskStatus
+from api.objects import Node, NodeStatus, Task, TaskStatus, is_terminal, state_rank
+from manager import secretbox
 from manager.allocator import node_view
 from manager.store import Action, Change, Conflict, Store
+
+log = logging.getLogger("shoal.dispatcher")
 
 
 def assignments_for(store: Store, node_id: str) -> list[Task]:
@@ -32,6 +37,37 @@ def assignment_message(tasks: list[Task], cluster=None) -> dict:
         msg["CA"] = {"TrustRoot": cluster.tls_info.trust_root, "RootDigest": cluster.root_ca_digest,
                      "Phase": cluster.root_rotation_phase}
     return msg
+
+
+def files_for(store: Store, tasks: list[Task], cluster=None) -> dict:
+    """The secrets and configs the node's live tasks use, with their data: a node hears of a
+    secret only while it has a task that needs it (a task that ended needs none: its files
+    were mounted when it started)."""
+    secret_ids: set[str] = set()
+    config_ids: set[str] = set()
+    for t in tasks:
+        if is_terminal(t.status.state) or state_rank(t.desired_state) > state_rank("running"):
+            continue
+        cs = t.spec.container_spec
+        secret_ids.update(r.secret_id for r in cs.secrets)
+        config_ids.update(r.config_id for r in cs.configs)
+    out: dict = {"Secrets": [], "Configs": []}
+    key = cluster.secrets_key if cluster is not None else ""
+    for sid in sorted(secret_ids):
+        secret = store.get("secret", sid)
+        if secret is None or not key:
+            continue
+        try:
+            data = secretbox.unseal(key, sid, secret.sealed)
+        except secretbox.SealError as exc:
+            log.error("%s", exc)
+            continue
+        out["Secrets"].append({"ID": sid, "Data": data})
+    for cid in sorted(config_ids):
+        config = store.get("config", cid)
+        if config is not None:
+            out["Configs"].append({"ID": cid, "Data": base64.b64decode(config.spec.data)})
+    return out
 
 
 def parse_status_updates(message: Any) -> list[tuple[str, TaskStatus]]:
@@ -64,7 +100,9 @@ class Session:
         self._changed.clear()
         store = self.dispatcher.store
         clusters = store.list("cluster")
-        msg = assignment_message(assignments_for(store, self.node_id), clusters[0] if clusters else None)
+        tasks = assignments_for(store, self.node_id)
+        msg = assignment_message(tasks, clusters[0] if clusters else None)
+        msg.update(files_for(store, tasks, clusters[0] if clusters else None))
         node = store.get("node", self.node_id)
         if node is not None:
             msg["Role"] = node.spec.role  # the role the node should take (promotion, demotion)

@@ -137,8 +137,10 @@ class Store:
                 raise StoreError("id: must not be empty")
             if current(kind, obj.id) is not None:
                 raise Conflict(f"{kind} {obj.id} already exists")
+            if kind in _NAMED:
+                self._check_name_free(kind, obj.spec.name, obj.id, current, staged)
             if kind == "service":
-                self._check_name_free(obj.spec.name, obj.id, current, staged)
+                self._check_references(obj, current)
             obj.version.index = index
             obj.created_at = obj.created_at or ts
             obj.updated_at = ts
@@ -153,8 +155,10 @@ class Store:
                 raise Conflict(
                     f"version: update out of sequence ({kind} {obj.id} is at version "
                     f"{old.version.index}, the update was based on {obj.version.index})")
-            if kind == "service" and obj.spec.name != old.spec.name:
-                self._check_name_free(obj.spec.name, obj.id, current, staged)
+            if kind in _NAMED and obj.spec.name != old.spec.name:
+                self._check_name_free(kind, obj.spec.name, obj.id, current, staged)
+            if kind == "service":
+                self._check_references(obj, current)
             obj.version.index = index
             obj.created_at = old.created_at
             obj.updated_at = ts
@@ -164,6 +168,8 @@ class Store:
             old = current(kind, action.id)
             if old is None:
                 raise NotFound(f"{kind} {action.id} not found")
+            if kind in ("secret", "config"):
+                self._check_unused(kind, old, current, staged)
             staged[(kind, action.id)] = None
             return Change("delete", kind, old)
         # Task field operations: stale or backwards ones are dropped, not errors, because
@@ -207,13 +213,42 @@ class Store:
         staged[("task", new.id)] = new
         return Change("update", "task", new)
 
-    def _check_name_free(self, name: str, obj_id: str, current, staged) -> None:
+    def _check_name_free(self, kind: str, name: str, obj_id: str, current, staged) -> None:
         for key, obj in staged.items():
-            if key[0] == "service" and obj is not None and obj.id != obj_id and obj.spec.name == name:
-                raise Conflict(f"name: a service named {name!r} already exists")
-        for svc in self.tables["service"].values():
-            if svc.id != obj_id and svc.spec.name == name and current("service", svc.id) is not None:
-                raise Conflict(f"name: a service named {name!r} already exists")
+            if key[0] == kind and obj is not None and obj.id != obj_id and obj.spec.name == name:
+                raise Conflict(f"name: a {kind} named {name!r} already exists")
+        for other in self.tables[kind].values():
+            if other.id != obj_id and other.spec.name == name and current(kind, other.id) is not None:
+                raise Conflict(f"name: a {kind} named {name!r} already exists")
+
+    @staticmethod
+    def _check_references(svc: Service, current) -> None:
+        """A service may only name secrets and configs that exist (in this entry or before)."""
+        cs = svc.spec.task_template.container_spec
+        for i, ref in enumerate(cs.secrets):
+            if current("secret", ref.secret_id) is None:
+                raise NotFound(f"TaskTemplate.ContainerSpec.Secrets[{i}].SecretID: secret "
+                               f"{ref.secret_name or ref.secret_id!r} not found")
+        for i, ref in enumerate(cs.configs):
+            if current("config", ref.config_id) is None:
+                raise NotFound(f"TaskTemplate.ContainerSpec.Configs[{i}].ConfigID: config "
+                               f"{ref.config_name or ref.config_id!r} not found")
+
+    def _check_unused(self, kind: str, obj: Any, current, staged) -> None:
+        """Docker refuses to remove a secret or config that a service still uses."""
+        users = []
+        ids = set(self.tables["service"]) | {k[1] for k in staged if k[0] == "service"}
+        for sid in ids:
+            svc = current("service", sid)
+            if svc is None:
+                continue
+            cs = svc.spec.task_template.container_spec
+            refs = [r.secret_id for r in cs.secrets] if kind == "secret" else [r.config_id for r in cs.configs]
+            if obj.id in refs:
+                users.append(svc.spec.name)
+        if users:
+            raise Conflict(f"{kind} {obj.spec.name!r} is in use by the following service"
+                           f"{'s' if len(users) > 1 else ''}: {', '.join(sorted(users))}")
 
     # --- snapshots ------------------------------------------------------------------------
 
@@ -235,4 +270,5 @@ class Store:
         self.index = int(data.get("Index", 0))
 
 
+_NAMED = ("service", "secret", "config")  # kinds whose spec names are unique
 _DESIRED_OK = {"running", "ready", "complete", "shutdown", "remove"}

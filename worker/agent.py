@@ -19,6 +19,7 @@ from worker.executor import (TaskRejected, container_config, container_id, healt
                              stop_policy)
 from worker.images.store import ImageStore
 from worker.networks import NodeNetworking
+from worker.taskfiles import FilesUnavailable, TaskFiles
 from worker.runtime import ContainerState, Runtime
 
 log = logging.getLogger("shoal.agent")
@@ -79,6 +80,7 @@ class TaskController:
             self.report("failed", "agent error", err=str(exc))
         finally:
             if self.removed:
+                self.agent.files.release(container_id(self.task.id))
                 await asyncio.to_thread(self.agent.runtime.delete, container_id(self.task.id), True)
 
     async def _lifecycle(self) -> None:
@@ -121,8 +123,13 @@ class TaskController:
             cfg = container_config(self.task, image, layers, self.agent.volumes_root)
             self.health = health_config(self.task, image)
             if existing is None:
-                await asyncio.to_thread(rt.create, cfg)
-        except TaskRejected as exc:
+                cfg.mounts += self.agent.files.prepare(self.task, cid)
+                try:
+                    await asyncio.to_thread(rt.create, cfg)
+                except BaseException:
+                    self.agent.files.release(cid)
+                    raise
+        except (TaskRejected, FilesUnavailable) as exc:
             self.report("rejected", "preparing failed", err=str(exc))
             await self._wait_removed()
             return
@@ -142,6 +149,9 @@ class TaskController:
             self.report("failed", "starting container failed", err=str(exc))
             await self._wait_removed()
             return
+        finally:
+            # Started (its mounts made) or failed: either way the node lets go of the files.
+            self.agent.files.release(cid)
         if self.health is None:
             self.report("running", "started", pid=pid)
         await self._supervise(pid, image)
@@ -231,6 +241,7 @@ class Agent:
         self.images = images
         self.networks = networks  # overlay networks (worker/networks.py); None: containers get none
         self.volumes_root = runtime.root.parent / "volumes"
+        self.files = TaskFiles(runtime.root.parent / "taskfiles")  # secrets and configs
         self.controllers: dict[str, TaskController] = {}
         self.existing: dict[str, ContainerState] = {}
         self._updates: dict[str, TaskStatus] = {}
@@ -241,6 +252,8 @@ class Agent:
     def adopt_existing(self) -> None:
         """Containers left by an earlier daemon; claimed by their tasks, or removed."""
         self.existing = {c.id: c for c in self.runtime.list()}
+        # A created container still needs its files at start; a started one holds its own.
+        self.files.release_all_but({c.id for c in self.existing.values() if c.status == "created"})
 
     def queue_status(self, task_id: str, status: TaskStatus) -> None:
         self._updates[task_id] = status
@@ -255,6 +268,10 @@ class Agent:
                 session.heartbeat()
                 if self.networks is not None:
                     self.networks.update(message)  # first: a task about to start needs its networks
+                try:
+                    self.files.update(message)
+                except ValueError as exc:
+                    log.warning("assignments: %s", exc)
                 self.apply(parse_assignments(message))
         finally:
             reporter.cancel()
