@@ -81,6 +81,14 @@ class ConfigReference:
 
 
 @dataclass
+class DNSConfig:
+    """What the container's /etc/resolv.conf says (Docker's ContainerSpec.DNSConfig)."""
+    nameservers: list[str] = field(default_factory=list)
+    search: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ContainerSpec:
     image: str = ""
     labels: dict[str, str] = field(default_factory=dict)
@@ -104,6 +112,11 @@ class ContainerSpec:
     ulimits: list[Ulimit] = field(default_factory=list)
     secrets: list[SecretReference] = field(default_factory=list)
     configs: list[ConfigReference] = field(default_factory=list)
+    # What the container's kernel view and /etc files get (see api.sysctls, manager.runchecks).
+    sysctls: dict[str, str] = field(default_factory=dict)  # namespaced ones only
+    hosts: list[str] = field(default_factory=list)  # "IP HOST [ALIAS...]" lines added to /etc/hosts
+    dns_config: Optional[DNSConfig] = None
+    isolation: str = ""  # "" or "default": Linux has one isolation
 
 
 @dataclass
@@ -161,6 +174,7 @@ class TaskSpec:
     placement: Optional[Placement] = None
     networks: list[NetworkAttachmentConfig] = field(default_factory=list)
     force_update: int = 0
+    log_driver: Optional[Driver] = None  # json-file (default), local or none; see api.logdriver
 
 
 @dataclass

@@ -69,6 +69,7 @@ def pretty_service(s: dict) -> str:
         lines.append(f" Args:\t\t{' '.join(cs['Args'])}")
     if cs.get("Env"):
         lines.append(" Env:\t\t" + " ".join(cs["Env"]))
+    lines += _surroundings(tt)
     res = tt.get("Resources", {})
     if res:
         lines.append("Resources:")
@@ -83,3 +84,29 @@ def pretty_service(s: dict) -> str:
                 if vals.get("Pids"):
                     lines.append(f"  Pids:\t\t{vals['Pids']}")
     return "\n".join(lines)
+
+
+def _surroundings(tt: dict) -> list[str]:
+    """Sysctls, Log Driver and Isolation as Docker's --pretty shows them; hosts and DNS too."""
+    cs = tt.get("ContainerSpec", {})
+    lines = []
+    for line in cs.get("Hosts") or []:
+        lines.append(f" Host:\t\t{line}")
+    dns = cs.get("DNSConfig") or {}
+    for key, title in (("Nameservers", "DNS"), ("Search", "DNS Search"), ("Options", "DNS Options")):
+        if dns.get(key):
+            lines.append(f" {title}:{chr(9) * (2 if len(title) < 6 else 1)}{' '.join(dns[key])}")
+    if cs.get("Sysctls"):
+        lines.append("SysCtls:")
+        lines += [f" {k}: {v}" if v else f" {k}" for k, v in sorted(cs["Sysctls"].items())]
+    driver = tt.get("LogDriver")
+    if driver:
+        lines.append("Log Driver:")
+        if driver.get("Name"):
+            lines.append(f" Name:\t\t{driver['Name']}")
+        if driver.get("Options"):
+            lines.append(" LogOpts:")
+            lines += [f"  {k}:\t\t{v}" if v else f"  {k}" for k, v in sorted(driver["Options"].items())]
+    if cs.get("Isolation"):
+        lines.append(f"Isolation: {cs['Isolation']}")
+    return lines

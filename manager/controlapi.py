@@ -384,13 +384,20 @@ class ControlAPI:
         hosts = {n.id: n.description.hostname or n.id for n in m.store.list("node")}
         by_node: dict[str, list[tuple[str, str]]] = {}
         names: dict[str, str] = {}
+        unlogged = []
         for t in m.store.tasks_of(svc.id):
             cs = t.status.container_status
             if t.node_id and cs is not None and cs.container_id:
-                by_node.setdefault(t.node_id, []).append((t.id, cs.container_id))
                 names[t.id] = f"{svc.spec.name}.{t.slot or t.node_id}.{t.id}"
+                if t.spec.log_driver is not None and t.spec.log_driver.name == "none":
+                    unlogged.append(names[t.id])  # its node kept nothing: say so instead of nothing
+                    continue
+                by_node.setdefault(t.node_id, []).append((t.id, cs.container_id))
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
+        for name in unlogged:  # Docker's words, and why
+            await resp.write((json.dumps({"Error": f"{name}: configured logging driver does not support reading "
+                                                   f"(log driver none: logging is disabled)"}) + "\n").encode())
         queue: asyncio.Queue = asyncio.Queue()
 
         async def pump(node_id: str, containers) -> None:

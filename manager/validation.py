@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from api.objects import ServiceSpec
+from manager.runchecks import check_run_fields
 from scheduler import parse_constraint, parse_preference
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -83,6 +84,10 @@ def validate_service_spec(spec: ServiceSpec) -> None:
                 raise SpecError(f"TaskTemplate.Placement.Preferences[{i}]: {exc}") from None
         if tt.placement.max_replicas < 0:
             raise SpecError("TaskTemplate.Placement.MaxReplicas: must not be negative")
+    try:
+        check_run_fields(tt)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _validate_update_config(cfg, name: str, actions: tuple[str, ...]) -> None:

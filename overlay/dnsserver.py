@@ -9,7 +9,10 @@ tells which container asked, which gives each container its own view: the names 
 networks it is attached to on this node, and of no other network.
 
 Names the view does not know are relayed, as bytes, to the host's resolvers (read from
-/etc/resolv.conf) from this process's own namespace, i.e. the host's.
+/etc/resolv.conf) from this process's own namespace, i.e. the host's. A container with name
+servers of its own (the service's DNSConfig.Nameservers, Docker's --dns) has its unknown names
+relayed to those instead, as Docker's embedded DNS does; they too are reached from the host's
+namespace, so they must be reachable from the node.
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ class DnsServer:
         self.ttl = ttl
         self._records: dict[str, Records] = {}
         self._members: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._own_upstreams: dict[str, dict[str, list[tuple[str, int]]]] = {}   # key -> source -> resolvers
         self._listeners: dict[str, _Listener] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -95,6 +99,13 @@ class DnsServer:
         """Source address on network key -> the networks whose names that container sees."""
         self._members[key] = dict(members)
 
+    def set_upstreams(self, key: str, upstreams: dict[str, list[tuple[str, int]]]) -> None:
+        """Source address on network key -> the resolvers of that container (when it has its own)."""
+        self._own_upstreams[key] = {src: list(ups) for src, ups in upstreams.items()}
+
+    def upstreams_for(self, key: str, source: str) -> list[tuple[str, int]]:
+        return self._own_upstreams.get(key, {}).get(source) or self.upstreams
+
     def add_listener(self, key: str, netns: str | None, ip: str, port: int = DNS_PORT) -> None:
         if key in self._listeners:
             return
@@ -130,6 +141,7 @@ class DnsServer:
         lst = self._listeners.pop(key, None)
         self._records.pop(key, None)
         self._members.pop(key, None)
+        self._own_upstreams.pop(key, None)
         if lst is None:
             return
         if self._loop:
@@ -161,7 +173,7 @@ class DnsServer:
         local = self.answer_local(key, source, data)
         if local is not None:
             return local
-        for host, port in self.upstreams:
+        for host, port in self.upstreams_for(key, source):
             try:
                 if tcp:
                     return await asyncio.wait_for(_relay_tcp(host, port, data), self.timeout)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from overlay import names, nftrules, peers, sh
 from overlay.dnsnames import service_records
-from overlay.dnsserver import DnsServer
+from overlay.dnsserver import DNS_PORT, DnsServer
 from overlay.model import (ESP_OVERHEAD, VXLAN_OVERHEAD, VXLAN_PORT, EncryptionKey, Endpoint, NetworkSpec,
                            PublishedPort, ServiceDNS, ServiceVIP, mac_for_ip, normalize_mac)
 from overlay.sh import OverlayError
@@ -40,6 +40,7 @@ class _Attachment:
     mac: str
     host_if: str
     vip_table: bool = False
+    dns_upstreams: tuple[tuple[str, int], ...] = ()   # the container's own resolvers, if it has any
 
     @property
     def address(self) -> str:
@@ -56,6 +57,16 @@ class _Network:
     peers: dict[str, peers.Peer] = field(default_factory=dict)
     vips: list[ServiceVIP] = field(default_factory=list)
     attachments: dict[int, _Attachment] = field(default_factory=dict)   # by container pid
+
+
+def _upstreams(addresses: list[str]) -> tuple[tuple[str, int], ...]:
+    out = []
+    for a in addresses:
+        try:
+            out.append((str(ipaddress.ip_address(a)), DNS_PORT))
+        except ValueError:
+            raise ValueError(f"dns_upstreams: {a!r} is not an IP address") from None
+    return tuple(out)
 
 
 class NodeNetworks:
@@ -157,9 +168,11 @@ class NodeNetworks:
 
     # ------------------------------------------------------------------ containers
     def attach(self, network_id: str, container_pid: int, ifname: str, ip: str, mac: str | None = None,
-               default_route: bool = False) -> str:
+               default_route: bool = False, dns_upstreams: list[str] | None = None) -> str:
         """Give the container (any process in its network namespace) an interface ifname on the
-        network with ip (a.b.c.d/n) and mac (default: derived from ip). Returns the mac."""
+        network with ip (a.b.c.d/n) and mac (default: derived from ip). Returns the mac.
+        dns_upstreams: the container's own name servers (Docker's --dns): the names the node's
+        DNS server does not know, asked from this address, go to them instead of the host's."""
         with self._lock:
             net = self._net(network_id)
             spec = net.spec
@@ -175,7 +188,8 @@ class NodeNetworks:
             mac = normalize_mac("mac", mac or mac_for_ip(str(iface.ip)))
             key = str(container_pid)
             host_if, tmp = names.veth_host(network_id, key, ifname), names.veth_tmp(network_id, key, ifname)
-            att = _Attachment(network_id, container_pid, ifname, str(iface), mac, host_if)
+            upstreams = _upstreams(dns_upstreams or [])
+            att = _Attachment(network_id, container_pid, ifname, str(iface), mac, host_if, dns_upstreams=upstreams)
             cns = sh.of_pid(container_pid)
             sh.run(["ip", "-n", net.ns, "link", "add", host_if, "mtu", str(net.mtu), "type", "veth",
                     "peer", "name", tmp, "netns", str(container_pid)], what=f"attach {network_id}: veth")
@@ -414,6 +428,8 @@ class NodeNetworks:
             self._dns.set_members(nid, {
                 att.address: (nid, *[o for o in by_pid[pid] if o != nid])
                 for pid, att in net.attachments.items()})
+            self._dns.set_upstreams(nid, {
+                att.address: list(att.dns_upstreams) for att in net.attachments.values() if att.dns_upstreams})
 
     # --- encryption ---------------------------------------------------------------------------
     def _ensure_espd(self) -> None:

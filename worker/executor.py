@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 from dataclasses import dataclass
 
+from api.logdriver import log_settings
 from api.objects import SECOND, Task
 from worker.images.store import Image, ImageStore
 from worker.runtime import ContainerConfig
@@ -153,4 +154,29 @@ def container_config(task: Task, image: Image, layers, volumes_root: Path | None
             "com.docker.swarm.node.id": task.node_id,
             **cs.labels,
         },
+        **surroundings(task),
     )
+
+
+def surroundings(task: Task) -> dict:
+    """The ContainerConfig fields for sysctls, /etc/hosts, resolv.conf and logging. The managers
+    validated them; a task from an older manager that did not is rejected naming the field."""
+    cs = task.spec.container_spec
+    try:
+        logs = log_settings(task.spec.log_driver)
+    except ValueError as exc:
+        raise TaskRejected(f"LogDriver.{exc}") from None
+    dns = cs.dns_config
+    out: dict = {
+        "sysctls": dict(cs.sysctls),
+        "extra_hosts": list(cs.hosts),
+        "dns_servers": list(dns.nameservers) if dns else [],
+        "dns_search": list(dns.search) if dns else [],
+        "dns_options": list(dns.options) if dns else [],
+        "log_driver": "json-file" if logs.keep else "none",
+    }
+    if logs.max_size is not None:
+        out["log_max_size"] = logs.max_size
+    if logs.max_files is not None:
+        out["log_max_files"] = logs.max_files
+    return out

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import overlay
-from api.objects import Network, Task
+from api.objects import DNSConfig, Network, Task
 from overlay import EncryptionKey, Endpoint, NetworkSpec, NodeNetworks, PublishedPort, ServiceDNS, ServiceVIP
 
 log = logging.getLogger("shoal.networks")
@@ -170,10 +170,24 @@ def task_interfaces(task: Task, view: View) -> list[tuple[NetworkSpec, str]]:
     return out
 
 
-def resolv_conf(nameserver: str) -> str:
-    # ndots:0, as Docker's embedded DNS: service names have no dot and must not be tried
-    # against search domains first.
-    return f"nameserver {nameserver}\noptions ndots:0\n"
+def resolv_conf(nameserver: str, search: list[str] | tuple[str, ...] = (),
+                options: list[str] | tuple[str, ...] = ()) -> str:
+    """The resolv.conf of a container on an overlay network: the node's DNS server for the
+    network (the gateway address), with the service's DNSConfig search domains and options kept.
+    Its DNSConfig nameservers are not listed: the node's DNS server forwards the names it does
+    not know to them instead of to the host's resolvers, as Docker's embedded DNS does (see
+    NodeNetworks.attach's dns_upstreams). ndots:0 unless the service sets ndots, as Docker's
+    embedded DNS: service names have no dot and must not be tried against search domains first."""
+    lines = []
+    domains = [d for d in search if d != "."]  # "." means no search domains, as in Docker
+    if domains:
+        lines.append("search " + " ".join(domains))
+    lines.append(f"nameserver {nameserver}")
+    opts = list(options)
+    if not any(o.startswith("ndots:") for o in opts):
+        opts.append("ndots:0")
+    lines.append("options " + " ".join(opts))
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- the node's side
@@ -183,6 +197,11 @@ class _Claim:
     task_id: str
     interfaces: list[tuple[NetworkSpec, str]]
     pid: int = 0
+    dns: DNSConfig = field(default_factory=DNSConfig)  # the service's, for resolv.conf and forwarding
+
+
+def _claim(task: Task, interfaces: list[tuple[NetworkSpec, str]]) -> _Claim:
+    return _Claim(task.id, interfaces, dns=task.spec.container_spec.dns_config or DNSConfig())
 
 
 class NodeNetworking:
@@ -249,7 +268,7 @@ class NodeNetworking:
         interfaces = task_interfaces(task, self._view)
         if not interfaces:
             return await start()
-        claim = _Claim(task.id, interfaces)
+        claim = _claim(task, interfaces)
         async with self._lock:
             self._claims[task.id] = claim
             try:
@@ -280,7 +299,7 @@ class NodeNetworking:
         interfaces = task_interfaces(task, self._view)
         if not interfaces or not pid:
             return
-        claim = _Claim(task.id, interfaces)
+        claim = _claim(task, interfaces)
         try:
             async with self._lock:
                 self._claims[task.id] = claim
@@ -425,7 +444,7 @@ class NodeNetworking:
         """resolv.conf and hosts of the container's bundle, bound over its /etc files at start."""
         bundle = Path(self.runtime.log_path(cid)).parent
         spec, addr = claim.interfaces[0]
-        (bundle / "resolv.conf").write_text(resolv_conf(spec.gateway))
+        (bundle / "resolv.conf").write_text(resolv_conf(spec.gateway, claim.dns.search, claim.dns.options))
         hosts = bundle / "hosts"
         hostname_file = bundle / "hostname"
         if hosts.exists() and hostname_file.exists():
@@ -439,7 +458,8 @@ class NodeNetworking:
         done = []
         try:
             for i, (spec, addr) in enumerate(claim.interfaces):
-                nn.attach(spec.id, pid, f"eth{i}", addr, default_route=i == 0)
+                nn.attach(spec.id, pid, f"eth{i}", addr, default_route=i == 0,
+                          dns_upstreams=list(claim.dns.nameservers) or None)
                 done.append(spec.id)
         except BaseException:
             for nid in done:

@@ -10,6 +10,7 @@ import typer
 from cli.client import CLIError, Client
 from cli.commands.common import client, remove_each
 from cli.output import ago, print_json, table
+from cli.runopts import RunFlags, RunUpdateFlags, apply_create, apply_update as apply_run_update
 from cli.serviceopts import ServiceOptions, UpdateFlags, UpdateOptions, apply_update, build_spec
 
 app = typer.Typer(help="Manage swarm services.", no_args_is_help=True)
@@ -63,6 +64,46 @@ def with_update_flags(fn):
                for name, default in extra.items()]
     fn.__signature__ = sig.replace(parameters=params)
     return fn
+
+
+def run_flag_options(update: bool) -> dict[str, tuple]:
+    """The flags of cli.runopts (Docker's names): create's, or update's with -add/-rm variants."""
+    def many(flag: str, help: str) -> tuple:
+        return List[str], typer.Option([], flag, help=help)
+    out = {}
+    for name, what, example in (("sysctl", "a namespaced kernel parameter", "net.core.somaxconn=1024"),
+                                ("host", "a custom host-to-IP mapping for /etc/hosts", "db:10.0.0.2"),
+                                ("dns", "a DNS server", "10.0.0.53"),
+                                ("dns_search", "a DNS search domain", "example.com"),
+                                ("dns_option", "a DNS resolver option", "ndots:2")):
+        flag = "--" + name.replace("_", "-")
+        if update:
+            out[name + "_add"] = many(flag + "-add", f"Add or update {what} (e.g. {example}).")
+            out[name + "_rm"] = many(flag + "-rm", f"Remove {what}.")
+        else:
+            out[name] = many(flag, f"Set {what} (e.g. {example}; repeatable).")
+    out["log_driver"] = (Optional[str], typer.Option(None, "--log-driver", help="Logging driver: json-file (default), local or none."))
+    out["log_opt"] = many("--log-opt", "Logging driver option: max-size=10m, max-file=3.")
+    out["isolation"] = (Optional[str], typer.Option(None, "--isolation", help="Isolation mode (only default on Linux)."))
+    return out
+
+
+def with_run_flags(fn, update: bool):
+    """Adds the cli.runopts parameters to a typer command function (they arrive in **kw)."""
+    import inspect
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+               for name, (annotation, default) in run_flag_options(update).items()]
+    fn.__signature__ = sig.replace(parameters=params)
+    return fn
+
+
+def run_flags(kw: dict, cls):
+    """RunFlags / RunUpdateFlags from the command's keyword arguments."""
+    import dataclasses
+    return cls(**{f.name: (list(kw[f.name]) if isinstance(kw[f.name], (list, tuple)) else kw[f.name])
+                  for f in dataclasses.fields(cls)})
 
 
 def wait_for(c: Client, service_id: str, quiet: bool = False, rollback: bool = False) -> None:
@@ -167,7 +208,7 @@ def create(
         networks=network, publish=publish, endpoint_mode=endpoint_mode,
         max_concurrent=max_concurrent, update=flags(kw, "update"), rollback=flags(kw, "rollback"))
     try:
-        spec = build_spec(opts)
+        spec = apply_create(build_spec(opts), run_flags(kw, RunFlags))
     except ValueError as exc:
         raise CLIError(str(exc), 2) from None
     c = client(ctx)
@@ -178,6 +219,7 @@ def create(
 
 
 with_update_flags(create)
+with_run_flags(create, update=False)
 
 
 @app.command("update", context_settings=TRAILING)
@@ -238,7 +280,7 @@ def update(
 
     def change(spec: dict) -> dict:
         try:
-            return apply_update(spec, opts)
+            return apply_run_update(apply_update(spec, opts), run_flags(kw, RunUpdateFlags))
         except ValueError as exc:
             raise CLIError(str(exc), 2) from None
     svc = post_update(c, service, change)
@@ -248,6 +290,7 @@ def update(
 
 
 with_update_flags(update)
+with_run_flags(update, update=True)
 
 
 def do_rollback(c: Client, service: str, detach: bool, quiet: bool) -> None:

@@ -237,15 +237,15 @@ class FakeResolver:
     """Stands in for the host's resolvers, on the host's loopback: answers `name -> address`
     from its table (UDP and TCP), NXDOMAIN for anything else, and records what it was asked."""
 
-    def __init__(self, table: dict[str, str]):
+    def __init__(self, table: dict[str, str], host: str = "127.0.0.1", port: int = 0):
         from overlay import dnsmsg
         self.table, self.asked, self._dnsmsg = table, [], dnsmsg
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
+        self.udp.bind((host, port))
         self.port = self.udp.getsockname()[1]
         self.tcp = socket.socket()
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
+        self.tcp.bind((host, self.port))
         self.tcp.listen(8)
         for target in (self._udp_loop, self._tcp_loop):
             threading.Thread(target=target, daemon=True).start()

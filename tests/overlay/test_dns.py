@@ -1,5 +1,6 @@
 """Service discovery: the node's DNS server answers each container from the names of its own
-networks, and relays everything else to the host's resolvers."""
+networks, and relays everything else to the host's resolvers (or to the container's own, when
+it has some: DNSConfig.Nameservers)."""
 from __future__ import annotations
 
 import time
@@ -92,3 +93,26 @@ def test_records_follow_tasks_at_once(fabric, upstream):
     assert time.monotonic() - t0 < 2
     a.net.set_dns_records(NET1.id, [])
     assert c.probe_json("dns", NET1.gateway, "web")["rcode"] == 3
+
+
+def test_a_container_with_its_own_nameservers_is_relayed_to_them(fabric, upstream):
+    """As Docker's embedded DNS: names the node does not know go to the container's --dns servers
+    (port 53 of the given address, reached from the node), and only its own."""
+    try:
+        own = FakeResolver({"example.test": "192.0.2.99"}, host="127.0.0.77", port=53)
+    except OSError as exc:
+        pytest.skip(f"port 53 of 127.0.0.77 is not free here: {exc}")
+    try:
+        f = fabric(1, dns_upstreams=[("127.0.0.1", upstream.port)])
+        (a,) = f.nodes
+        a.net.ensure_network(NET1)
+        a.net.set_dns_records(NET1.id, [WEB])
+        mine, other = f.container(), f.container()
+        a.net.attach(NET1.id, mine.pid, "eth0", "10.210.1.20/24", default_route=True, dns_upstreams=["127.0.0.77"])
+        a.net.attach(NET1.id, other.pid, "eth0", "10.210.1.21/24", default_route=True)
+        assert mine.probe_json("dns", NET1.gateway, "example.test") == {"rcode": 0, "addrs": ["192.0.2.99"]}
+        assert mine.probe_json("dns", NET1.gateway, "web")["addrs"] == ["10.210.1.100"]  # local names first
+        assert other.probe_json("dns", NET1.gateway, "example.test") == {"rcode": 0, "addrs": ["192.0.2.7"]}
+        assert own.asked == ["example.test"] and upstream.asked == ["example.test"]
+    finally:
+        own.close()

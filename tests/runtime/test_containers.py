@@ -147,6 +147,35 @@ def test_command_that_cannot_run(runtime, busybox, args, code, message):
     assert (st.status, st.exit_code, st.error) == ("stopped", code, message)
 
 
+def test_etc_files_sysctls_and_no_log(runtime, busybox):
+    """Extra /etc/hosts lines and DNS settings reach the container's files; a sysctl the kernel
+    refuses fails the start naming it; with log_driver "none" the output goes nowhere."""
+    config = cfg(busybox, ["sh", "-c", "cat /etc/hosts /etc/resolv.conf; echo shmmni=$(cat /proc/sys/kernel/shmmni)"],
+                 extra_hosts=["10.1.2.3 db.internal db"], dns_servers=["192.0.2.53"], dns_search=["example.test"],
+                 dns_options=["ndots:3"], sysctls={"kernel.shmmni": "1234"})
+    st, log = run(runtime, config)
+    assert (st.exit_code, st.error) == (0, ""), log
+    assert "10.1.2.3\tdb.internal db\n" in log
+    assert "search example.test\nnameserver 192.0.2.53\noptions ndots:3\n" in log
+    assert facts(log)["shmmni"] == "1234"
+
+    bad = cfg(busybox, ["true"], sysctls={"net.ipv4.no_such_knob": "1"})
+    runtime.create(bad)
+    try:
+        runtime.start(bad.id)
+    except Exception as exc:  # the engine may report it at start or as the exit
+        error = str(exc)
+    else:
+        st = asyncio.run(asyncio.wait_for(runtime.wait(bad.id), 10))
+        assert st.exit_code != 0
+        error = st.error
+    assert "sysctl net.ipv4.no_such_knob: No such file or directory" in error
+
+    quiet = cfg(busybox, ["sh", "-c", "echo dropped; echo dropped >&2"], log_driver="none")
+    st, log = run(runtime, quiet)
+    assert st.exit_code == 0 and log == ""
+
+
 def test_stop_falls_back_to_sigkill(runtime, busybox):
     config = cfg(busybox, ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"])
     runtime.create(config)

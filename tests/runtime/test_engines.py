@@ -95,6 +95,29 @@ def test_same_bundle_same_container(engine_runtime, busybox, tmp_path):
         assert seen[engine] == ours, engine
 
 
+SYSCTLS = {"kernel.shmmax": "123456789", "net.ipv4.ip_forward": "1", "fs.mqueue.msg_max": "20"}
+
+
+def _host_sysctls() -> dict[str, str]:
+    return {k: Path("/proc/sys", *k.split(".")).read_text().strip() for k in SYSCTLS}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sysctls_under_every_engine(engine_runtime, busybox, tmp_path, engine):
+    """linux.sysctl of one bundle is applied inside the container by Shoal's init as by runc and
+    crun, and the host's values stay as they were (the container's IPC and network namespaces)."""
+    probe = "; ".join(f"echo {k}=$(cat /proc/sys/{k.replace('.', '/')})" for k in SYSCTLS)
+    bundle = make_bundle(tmp_path / "bundle", busybox.layers[0], ["sh", "-c", probe], sysctls=SYSCTLS)
+    assert json.loads((bundle / "config.json").read_text())["linux"]["sysctl"] == SYSCTLS
+    before = _host_sysctls()
+    rt = engine_runtime(engine)
+    cid, st, log = run_bundle(rt, bundle)
+    assert (st.status, st.exit_code, st.error) == ("stopped", 0, ""), log
+    assert {k: v for k, v in facts(log).items() if k in SYSCTLS} == SYSCTLS
+    assert _host_sysctls() == before
+    rt.delete(cid)
+
+
 @pytest.mark.parametrize("engine", ENGINES[1:])
 def test_lifecycle_under_other_engines(engine_runtime, busybox, engine):
     rt = engine_runtime(engine)

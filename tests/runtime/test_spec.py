@@ -122,6 +122,15 @@ def test_etc_files():
     ({"mounts": [Mount("tmpfs", "/x", "/tmp")]}, "mounts[0].source: a tmpfs mount takes no source"),
     ({"log_max_size": 100}, "log_max_size: minimum is 4096 bytes"),
     ({"log_max_files": 0}, "log_max_files: must be between 1 and 100"),
+    ({"log_driver": "syslog"}, "log_driver: must be one of json-file, none"),
+    ({"sysctls": {"kernel.panic": "1"}}, "sysctls: kernel.panic is not a namespaced sysctl"),
+    ({"sysctls": {"net/ipv4/ip_forward": "1"}}, "sysctls: 'net/ipv4/ip_forward' is not a sysctl name"),
+    ({"sysctls": {"net.ipv4.ip_forward": "1\n"}}, "sysctls: net.ipv4.ip_forward: the value must be one line"),
+    ({"extra_hosts": ["db 10.0.0.2"]}, "extra_hosts: 'db 10.0.0.2' is not"),
+    ({"extra_hosts": ["10.0.0.2"]}, "extra_hosts: '10.0.0.2' is not"),
+    ({"dns_servers": ["localhost"]}, "dns_servers: 'localhost' is not an IP address"),
+    ({"dns_search": ["a b"]}, "dns_search: 'a b' must be one word"),
+    ({"dns_options": ["x\ny"]}, "dns_options: 'x\\ny' must be one word"),
 ])
 def test_config_validation(tmp_path, change, message):
     with pytest.raises(ValueError) as exc:
@@ -129,9 +138,29 @@ def test_config_validation(tmp_path, change, message):
     assert str(exc.value).startswith(message)
 
 
+def test_etc_files_with_hosts_and_dns():
+    hosts = hosts_file("box", ["10.0.0.2 db", "2001:db8::1 v6 alias"])
+    assert hosts.endswith("127.0.1.1\tbox\n10.0.0.2\tdb\n2001:db8::1\tv6 alias\n")
+    host = "# generated\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch corp.test\noptions edns0\n"
+    assert resolv_conf(host, nameservers=["192.0.2.53"]) == \
+        "search corp.test\nnameserver 192.0.2.53\noptions edns0\n", "each given part replaces the host's"
+    assert resolv_conf(host, search=["a.test", "b.test"], options=["ndots:2"]) == \
+        "search a.test b.test\nnameserver 10.0.0.2\noptions ndots:2\n"
+    assert resolv_conf(host, search=["."]) == "nameserver 10.0.0.2\noptions edns0\n", "'.': no search domains"
+
+
+def test_sysctls_go_to_linux_sysctl(tmp_path):
+    assert "sysctl" not in build_spec(make(tmp_path), 0, 0, [], "", {})["linux"]
+    spec = build_spec(make(tmp_path, sysctls={"net.ipv4.ip_forward": "1"}), 0, 0, [], "", {})
+    assert spec["linux"]["sysctl"] == {"net.ipv4.ip_forward": "1"}  # where runc and crun read them
+
+
 def test_config_valid(tmp_path):
     make(tmp_path, hostname="web-1.local", user="1000:1000", memory_limit=6 << 20, pids_limit=-1,
          nano_cpus=10**7).validate()
+    make(tmp_path, sysctls={"kernel.shmmax": "1", "fs.mqueue.msg_max": "20", "net.core.somaxconn": "1"},
+         extra_hosts=["10.0.0.2 db", "::1 v6"], dns_servers=["10.0.0.53", "2001:db8::53"], dns_search=["."],
+         dns_options=["ndots:2"], log_driver="none").validate()
 
 
 def test_secure_join_stays_inside(tmp_path):

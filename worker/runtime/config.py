@@ -1,12 +1,13 @@
 """What the runtime is asked to run, and what it reports back."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import linux
+from . import linux, sysctl
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker's minimum; below it the runtime's own setup cannot fit
 
@@ -14,6 +15,8 @@ _ID = re.compile(r"^[a-f0-9]{64}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[A-Za-z0-9_.][A-Za-z0-9_.-]*)?$")
 _ENV_NAME = re.compile(r"^[^=\0]+$")
+_ETC_WORD = re.compile(r"^[\x21-\x7e]+$")  # one printable word of an /etc/hosts or resolv.conf line
+LOG_DRIVERS = ("json-file", "none")
 
 # Docker's --ulimit names and the RLIMIT_* each stands for.
 ULIMITS = {
@@ -99,6 +102,12 @@ class ContainerConfig:
     mounts: list[Mount] = field(default_factory=list)
     log_max_size: int = 10 * 1024 * 1024  # json-file rotation, as Docker's max-size
     log_max_files: int = 3
+    log_driver: str = "json-file"        # "none": the output is read and dropped, no log is kept
+    sysctls: dict[str, str] = field(default_factory=dict)  # linux.sysctl: namespaced ones only
+    extra_hosts: list[str] = field(default_factory=list)   # "IP NAME [ALIAS...]" lines for /etc/hosts
+    dns_servers: list[str] = field(default_factory=list)   # resolv.conf: each replaces the host's list
+    dns_search: list[str] = field(default_factory=list)    # ["."]: no search domains at all
+    dns_options: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if not isinstance(self.id, str) or not _ID.match(self.id):
@@ -165,10 +174,41 @@ class ContainerConfig:
             raise ValueError(f"log_max_size: minimum is 4096 bytes, got {self.log_max_size}")
         if not 1 <= self.log_max_files <= 100:
             raise ValueError(f"log_max_files: must be between 1 and 100, got {self.log_max_files}")
+        if self.log_driver not in LOG_DRIVERS:
+            raise ValueError(f"log_driver: must be one of {', '.join(LOG_DRIVERS)}, got {self.log_driver!r}")
+        self._validate_etc()
+
+    def _validate_etc(self) -> None:
+        """What goes into the container's /proc/sys and /etc files: a stray newline would add a
+        line of the caller's choosing, and a non-namespaced sysctl would change the host."""
+        namespaces = {"ipc", "network", "uts"}  # every container gets its own (spec.NAMESPACES)
+        for key, value in self.sysctls.items():
+            reason = sysctl.problem(key, value, namespaces)
+            if reason:
+                raise ValueError(f"sysctls: {reason}")
+        for line in self.extra_hosts:
+            words = line.split() if isinstance(line, str) else []
+            if len(words) < 2 or not all(_ETC_WORD.match(w) for w in words) or not _is_ip(words[0]):
+                raise ValueError(f"extra_hosts: {line!r} is not \"IP NAME [ALIAS...]\"")
+        for server in self.dns_servers:
+            if not _is_ip(server):
+                raise ValueError(f"dns_servers: {server!r} is not an IP address")
+        for name in ("dns_search", "dns_options"):
+            for word in getattr(self, name):
+                if not isinstance(word, str) or not _ETC_WORD.match(word):
+                    raise ValueError(f"{name}: {word!r} must be one word without spaces")
 
     @property
     def effective_hostname(self) -> str:
         return self.hostname or self.id[:12]
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 @dataclass

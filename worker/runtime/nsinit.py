@@ -22,11 +22,12 @@ import signal
 import stat
 
 try:
-    from . import linux, seccomp
+    from . import linux, seccomp, sysctl
     from .paths import secure_join
 except ImportError:  # loaded on its own by the supervisor
     import linux
     import seccomp
+    import sysctl
     from paths import secure_join
 
 CAPABILITIES = linux.CAPABILITIES
@@ -207,6 +208,15 @@ def readonly_paths(paths: list) -> None:
         linux.mount(p, p, None, linux.MS_BIND | linux.MS_REC)
         current = _mount_flags_of(p) & _KEEP_ON_REMOUNT
         linux.mount(p, p, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_REC | linux.MS_RDONLY | current)
+
+
+def write_sysctls(sysctls: dict, kinds: set) -> None:
+    try:
+        sysctl.apply(sysctls, kinds)
+    except ValueError as exc:
+        raise InitError(128, str(exc)) from None
+    except OSError as exc:  # its strerror names the sysctl; str() would prefix "[Errno n]"
+        raise InitError(128, exc.strerror or str(exc)) from None
 
 
 def _mask(names) -> int:
@@ -405,6 +415,9 @@ def setup_and_exec(spec: dict, bundle: str, meta: dict, errfd: int) -> None:
     make_devices(rootfs, linux_spec.get("devices", []))
     dev_symlinks(rootfs)
     pivot(rootfs)
+    # After pivot_root, /proc is the container's (its IPC and network namespaces), and before
+    # readonly_paths makes /proc/sys read-only: the point where runc writes them too.
+    write_sysctls(linux_spec.get("sysctl") or {}, kinds)
     mask_paths(linux_spec.get("maskedPaths", []))
     readonly_paths(linux_spec.get("readonlyPaths", []))
     if spec["root"].get("readonly"):

@@ -5,8 +5,10 @@ State directory of a container (root/<id>/):
     config.json     the OCI runtime spec (written last by create: its presence means "created");
                     for a bundle made elsewhere (create_bundle) it lives in that bundle
     rootfs/         overlayfs mount: layers read-only below, upper/ + work/ for writes
-    hostname, hosts, resolv.conf   bound over the image's /etc files
+    hostname, hosts, resolv.conf   bound over the image's /etc files (with the config's extra
+                    hosts and DNS settings)
     container.log   stdout and stderr in Docker's json-file format, rotated to .1, .2, ...
+                    (left empty with log_driver "none": the shim drops the output)
     state.json      written by the shim once the process runs: pids and start times
     stop.json       a stop in progress: signal and the time to SIGKILL (the shim enforces it)
     exit.json       written by the shim when the process has exited: its last act
@@ -247,6 +249,7 @@ class Runtime:
         cgroup_path = f"/{self.cgroup_parent}/{cfg.id}"
         meta = self._meta_for(cfg.id, bundle, cgroup_path, {}, cfg.labels, cfg.log_max_size,
                               cfg.log_max_files, layers=lowers)
+        meta["log"]["driver"] = cfg.log_driver  # the shim drops the output of a "none" container
         _write_json(bundle / "shoal.json", meta)
         self._mount_rootfs(bundle, meta)
 
@@ -257,12 +260,12 @@ class Runtime:
 
         hostname = cfg.effective_hostname
         (bundle / "hostname").write_text(hostname + "\n")
-        (bundle / "hosts").write_text(hosts_file(hostname))
+        (bundle / "hosts").write_text(hosts_file(hostname, cfg.extra_hosts))
         try:
             host_resolv = Path("/etc/resolv.conf").read_text()
         except OSError:
             host_resolv = ""
-        (bundle / "resolv.conf").write_text(resolv_conf(host_resolv))
+        (bundle / "resolv.conf").write_text(resolv_conf(host_resolv, cfg.dns_servers, cfg.dns_search, cfg.dns_options))
         etc = {f"/etc/{n}": str(bundle / n) for n in ("hostname", "hosts", "resolv.conf")}
 
         spec = build_spec(cfg, uid, gid, extra, cgroup_path, etc, home=home_dir(uid, passwd))

@@ -339,9 +339,7 @@ def _ignore(*_):
 
 def supervise(req: dict, pid: int, pipes, wake_r: int) -> tuple:
     """Relay output until the init has exited and the pipes are drained; (exit code, signal)."""
-    log_cfg = req.get("log") or {}
-    log = jsonlog.JsonLog(log_cfg.get("path") or os.path.join(req["state"], "container.log"),
-                          int(log_cfg.get("max_size") or 10 * 1024 * 1024), int(log_cfg.get("max_files") or 3))
+    log = jsonlog.open_log(req.get("log") or {}, req["state"])
     streams = {pipes[0]: "stdout", pipes[1]: "stderr"}
     poller = select.poll()
     for fd in (*pipes, wake_r):

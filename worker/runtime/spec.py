@@ -103,22 +103,54 @@ def parse_user(user: str, passwd: str, group: str) -> tuple[int, int, list[int]]
     return uid, gid, extra
 
 
-def hosts_file(hostname: str) -> str:
-    return ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"127.0.1.1\t{hostname}\n")
+def hosts_file(hostname: str, extra_hosts: list[str] | tuple[str, ...] = ()) -> str:
+    """The container's /etc/hosts: loopback names, its hostname, then the extra "IP NAME..."
+    lines (Docker's --add-host), tab-separated as Docker writes them. The overlay appends the
+    container's own address later (worker/networks.py), after these, as Docker orders them."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", f"127.0.1.1\t{hostname}"]
+    for line in extra_hosts:
+        ip, *names = line.split()
+        lines.append(f"{ip}\t{' '.join(names)}")
+    return "\n".join(lines) + "\n"
 
 
-def resolv_conf(host_resolv: str) -> str:
-    """The host's resolver config without loopback name servers, which a container's
-    network namespace cannot reach."""
-    out = []
+def resolv_conf(host_resolv: str, nameservers: list[str] | tuple[str, ...] = (),
+                search: list[str] | tuple[str, ...] = (), options: list[str] | tuple[str, ...] = ()) -> str:
+    """The host's resolver config without loopback name servers, which a container's network
+    namespace cannot reach. Given nameservers, search domains or options each replace the host's
+    (search ["."]: none at all), and the file is then rebuilt from its parts, as Docker does."""
+    if not (nameservers or search or options):
+        out = []
+        for line in host_resolv.splitlines():
+            words = line.split()
+            if words[:1] == ["nameserver"] and len(words) > 1 and (
+                    words[1].startswith("127.") or words[1] == "::1"):
+                continue
+            out.append(line)
+        return "\n".join(out) + ("\n" if out else "")
+    host_servers, host_search, host_options = [], [], []
     for line in host_resolv.splitlines():
         words = line.split()
-        if words[:1] == ["nameserver"] and len(words) > 1 and (
-                words[1].startswith("127.") or words[1] == "::1"):
-            continue
-        out.append(line)
-    return "\n".join(out) + ("\n" if out else "")
+        if words[:1] == ["nameserver"] and len(words) > 1 and not (words[1].startswith("127.") or words[1] == "::1"):
+            host_servers.append(words[1])
+        elif words[:1] in (["search"], ["domain"]):
+            host_search = words[1:]  # the last one wins, as in the resolver
+        elif words[:1] == ["options"]:
+            host_options += words[1:]
+    return build_resolv_conf(list(nameservers) or host_servers, list(search) or host_search,
+                             list(options) or host_options)
+
+
+def build_resolv_conf(nameservers: list[str], search: list[str], options: list[str]) -> str:
+    """search, nameserver and options lines in that order (libnetwork's resolvconf.Build)."""
+    lines = []
+    domains = [d for d in search if d != "."]
+    if domains:
+        lines.append("search " + " ".join(domains))
+    lines += [f"nameserver {ns}" for ns in nameservers]
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def build_spec(cfg: ContainerConfig, uid: int, gid: int, additional_gids: list[int],
@@ -189,6 +221,8 @@ def build_spec(cfg: ContainerConfig, uid: int, gid: int, additional_gids: list[i
         linux["gidMappings"] = [{"containerID": 0, "hostID": u.host_gid, "size": u.size}]
     if cfg.seccomp == "default":
         linux["seccomp"] = seccomp_profile.resolve(bounding)
+    if cfg.sysctls:
+        linux["sysctl"] = dict(cfg.sysctls)  # runc and crun write these themselves, as nsinit does
     process: dict[str, Any] = {
         "terminal": False,
         "user": {"uid": uid, "gid": gid, "additionalGids": additional_gids},

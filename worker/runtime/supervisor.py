@@ -31,7 +31,7 @@ import zlib
 
 SOCKET = "supervisor.sock"
 MODULES = ("supervisor.py", "shim.py", "nsinit.py", "nsexec.py", "linux.py", "procfs.py", "paths.py",
-           "seccomp.py", "syscalls.py", "jsonlog.py", "engines.py")
+           "seccomp.py", "syscalls.py", "jsonlog.py", "engines.py", "sysctl.py")
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN_BASE = "/run/shoal/runtime"
 IDLE_EXIT = 600.0  # seconds without requests or children before the supervisor leaves
