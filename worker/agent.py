@@ -19,7 +19,7 @@ from worker.executor import (TaskRejected, container_config, container_id, healt
                              stop_policy)
 from worker.images.store import ImageStore
 from worker.networks import NodeNetworking
-from worker.runtime import ContainerState, Runtime
+from worker.runtime import ContainerState, Runtime, UserNamespace
 
 log = logging.getLogger("shoal.agent")
 
@@ -118,7 +118,7 @@ class TaskController:
         try:
             image = resolve_image(self.agent.images, self.task)
             layers = await asyncio.to_thread(self.agent.images.layer_dirs, image)
-            cfg = container_config(self.task, image, layers, self.agent.volumes_root)
+            cfg = container_config(self.task, image, layers, self.agent.volumes_root, self.agent.userns)
             self.health = health_config(self.task, image)
             if existing is None:
                 await asyncio.to_thread(rt.create, cfg)
@@ -225,11 +225,13 @@ class TaskController:
 
 
 class Agent:
-    def __init__(self, node_id: str, runtime: Runtime, images: ImageStore, networks: NodeNetworking | None = None):
+    def __init__(self, node_id: str, runtime: Runtime, images: ImageStore, networks: NodeNetworking | None = None,
+                 userns: UserNamespace | None = None):
         self.node_id = node_id
         self.runtime = runtime
         self.images = images
         self.networks = networks  # overlay networks (worker/networks.py); None: containers get none
+        self.userns = userns      # shoald --userns-remap: the range every new container is mapped to
         self.volumes_root = runtime.root.parent / "volumes"
         self.controllers: dict[str, TaskController] = {}
         self.existing: dict[str, ContainerState] = {}
