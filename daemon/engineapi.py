@@ -30,8 +30,11 @@ class EngineAPI:
                  "ControlAvailable": n.manager is not None, "ClusterID": n.identity.get("ClusterID", ""),
                  "Role": n.identity.get("Role", ""), "Managers": n.identity.get("Managers", []),
                  "SessionConnected": bool(n.session and n.session.connected.is_set()) if n.manager is None else True}
+        security = ["name=seccomp,profile=builtin"]
+        if n.config.userns_remap is not None:  # as `docker info` shows it
+            security.append("name=userns")
         return web.json_response({"Name": n.config.hostname, "ServerVersion": VERSION,
-                                  "Swarm": swarm, "Images": len(n.images.list())})
+                                  "Swarm": swarm, "Images": len(n.images.list()), "SecurityOptions": security})
 
     async def swarm_init(self, request: web.Request) -> web.Response:
         body = await read_json(request) if request.can_read_body else {}

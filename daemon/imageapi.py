@@ -167,7 +167,7 @@ class ImageAPI:
 
     async def _upload(self, request: web.Request) -> str:
         tmpdir = self.state_dir / "tmp"
-        tmpdir.mkdir(parents=True, exist_ok=True)
+        tmpdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, path = tempfile.mkstemp(dir=tmpdir, suffix=".tar")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -305,7 +305,7 @@ class ImageAPI:
         if not names:
             raise APIError(400, "names: give at least one image")
         tmpdir = self.state_dir / "tmp"
-        tmpdir.mkdir(parents=True, exist_ok=True)
+        tmpdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, path = tempfile.mkstemp(dir=tmpdir, suffix=".tar")
         try:
             with os.fdopen(fd, "wb") as f:

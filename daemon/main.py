@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from daemon.node import NodeConfig, NodeDaemon, NodeError, default_hostname
+from daemon.remap import RemapError, parse_remap
 from daemon.server import make_app, serve_unix
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
@@ -31,6 +32,16 @@ def shoald(
     runtime: str = typer.Option("shoal", "--runtime", help="Container engine for the OCI bundles: shoal (built in), runc or crun."),
     force_new_cluster: bool = typer.Option(False, "--force-new-cluster",
                                            help="Disaster recovery: restart this manager as a cluster of one from its state, keeping services and tasks."),
+    userns_remap: str = typer.Option("", "--userns-remap", metavar="default|USER[:GROUP]|UID:GID:SIZE",
+                                     help="Run every container in a user namespace, as dockerd's flag: container root "
+                                          "(uid 0) is host uid START, an unprivileged user. 'default' uses the user "
+                                          "shoalremap (created, with the first free 65536 ids from 100000 added to "
+                                          "/etc/subuid and /etc/subgid, when missing); USER[:GROUP] uses that user's "
+                                          "first ranges in /etc/subuid and /etc/subgid; UID:GID:SIZE gives the range "
+                                          "outright. Image layers are id-mapped (nothing is copied); binds are left "
+                                          "as they are; new named volumes belong to the remapped root. The state "
+                                          "dir becomes 0711 (its secrets stay 0700), and every directory above it "
+                                          "needs o+x."),
 ) -> None:
     """Run the Shoal node daemon in the foreground. Every node is a worker; after `shoal swarm
     init` (or joining as a manager) it is a manager too. Containers keep running when the daemon
@@ -42,9 +53,17 @@ def shoald(
     if runtime not in ("shoal", "runc", "crun"):
         typer.echo(f"shoald: --runtime: must be shoal, runc or crun, got {runtime!r}", err=True)
         raise typer.Exit(2)
+    remap = None
+    if userns_remap:
+        try:
+            remap = parse_remap(userns_remap)
+        except RemapError as exc:
+            typer.echo(f"shoald: {exc}", err=True)
+            raise typer.Exit(2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = NodeConfig(state_dir=state_dir, hostname=hostname or default_hostname(), cgroup_parent=cgroup_parent,
-                        listen_addr=listen_addr, advertise_addr=advertise_addr, runtime=runtime)
+                        listen_addr=listen_addr, advertise_addr=advertise_addr, runtime=runtime,
+                        userns_remap=remap)
     try:
         asyncio.run(_serve(config, socket_path, force_new_cluster))
     except PermissionError as exc:

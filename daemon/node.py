@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api.ids import new_id
-from daemon import certs
+from daemon import certs, statedir
 from api.objects import (
     CAConfig, Cluster, EngineDescription, JoinTokens, ManagerStatus, Node, NodeDescription, NodeSpec,
     NodeStatus, Platform, Resources, SECOND, SwarmSpec,
@@ -37,7 +37,7 @@ from worker.agent import Agent
 from worker.images.store import ImageStore
 from worker.join import JoinError, join_cluster, split_addr
 from worker.networks import NodeNetworking
-from worker.runtime import Runtime
+from worker.runtime import Runtime, UserNamespace
 from worker.logstream import LogStreamer
 from worker.requests import NodeRequests
 from worker.session import RemoteSession
@@ -66,6 +66,7 @@ class NodeConfig:
     listen_addr: str = "0.0.0.0:2377"
     runtime: str = "shoal"  # or runc / crun: the same OCI bundle, another engine
     advertise_addr: str = ""
+    userns_remap: UserNamespace | None = None  # --userns-remap: every container in a user namespace
 
 
 def memory_total() -> int:
@@ -116,7 +117,7 @@ class NodeDaemon:
         return self.swarm_dir / "node.json"
 
     def _write_identity(self, ident: dict) -> None:
-        self.swarm_dir.mkdir(parents=True, exist_ok=True)
+        statedir.private_dir(self.swarm_dir)
         tmp = self._identity_path().with_suffix(".tmp")
         tmp.write_text(json.dumps(ident))
         os.replace(tmp, self._identity_path())
@@ -125,8 +126,10 @@ class NodeDaemon:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self, force_new_cluster: bool = False) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)
+        try:
+            statedir.prepare(self.state_dir, self.config.userns_remap)
+        except statedir.StateDirError as exc:
+            raise NodeError(str(exc)) from None
         if not self._identity_path().exists():
             if force_new_cluster:
                 raise NodeError("--force-new-cluster: this node holds no swarm state to recover from")
@@ -241,6 +244,7 @@ class NodeDaemon:
             ca = ClusterCA.create()
             key = make_node_key()
             cert = sign_csr(ca, make_csr(key), node_id, "manager", cluster_id)
+            statedir.private_dir(self.swarm_dir)  # the node's key goes in: 0700 before it is written
             ca_storage.save_node_credentials(self.certs_dir, key, cert, ca.signer.cert)
             tokens = CAJoinTokens.generate(ca.signer.cert)
             self.node_id = node_id
@@ -291,6 +295,7 @@ class NodeDaemon:
                                             split_addr(advertise_raw)[0] if advertise_raw else "", manager_addr)
             except JoinError as exc:
                 raise NodeError(str(exc)) from None
+            statedir.private_dir(self.swarm_dir)
             ca_storage.save_node_credentials(self.certs_dir, result.key_pem, result.cert_pem, result.ca_pem)
             self.node_id = result.node_id
             managers = result.managers or [f"{host}:{port}"]
@@ -421,6 +426,7 @@ class NodeDaemon:
     # --- wiring ---------------------------------------------------------------------------
 
     async def _start_manager(self, bootstrap: bool) -> Manager:
+        statedir.private_dir(self.state_dir / "raft")  # holds the CA key: never under a wider mode
         m = Manager(self.state_dir, self.node_id, ssl_context=self._client_ssl,
                     peer_addrs=self.identity.get("RaftPeers"))
         m.load(bootstrap)
@@ -524,7 +530,8 @@ class NodeDaemon:
         underlay = advertise or self.config.advertise_addr
         self.networks = NodeNetworking(self.node_id, self.runtime, split_addr(underlay)[0] if underlay else "")
         await self.networks.start()
-        self.agent = Agent(self.node_id, self.runtime, self.images, self.networks)
+        self.agent = Agent(self.node_id, self.runtime, self.images, self.networks,
+                           userns=self.config.userns_remap)
         self.agent.adopt_existing()
         manager_addr = self.identity.get("ManagerAddr") or (advertise if self.identity.get("Role") == "manager" else "")
         session = RemoteSession(self.identity.get("Managers", []), self._client_ssl, self.describe,

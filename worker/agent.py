@@ -19,8 +19,8 @@ from worker.executor import (TaskRejected, container_config, container_id, healt
                              stop_policy)
 from worker.images.store import ImageStore
 from worker.networks import NodeNetworking
+from worker.runtime import ContainerState, Runtime, UserNamespace
 from worker.taskfiles import FilesUnavailable, TaskFiles
-from worker.runtime import ContainerState, Runtime
 
 log = logging.getLogger("shoal.agent")
 
@@ -120,10 +120,10 @@ class TaskController:
         try:
             image = resolve_image(self.agent.images, self.task)
             layers = await asyncio.to_thread(self.agent.images.layer_dirs, image)
-            cfg = container_config(self.task, image, layers, self.agent.volumes_root)
+            cfg = container_config(self.task, image, layers, self.agent.volumes_root, self.agent.userns)
             self.health = health_config(self.task, image)
             if existing is None:
-                cfg.mounts += self.agent.files.prepare(self.task, cid)
+                cfg.mounts += self.agent.files.prepare(self.task, cid, cfg.user_namespace)
                 try:
                     await asyncio.to_thread(rt.create, cfg)
                 except BaseException:
@@ -235,11 +235,13 @@ class TaskController:
 
 
 class Agent:
-    def __init__(self, node_id: str, runtime: Runtime, images: ImageStore, networks: NodeNetworking | None = None):
+    def __init__(self, node_id: str, runtime: Runtime, images: ImageStore, networks: NodeNetworking | None = None,
+                 userns: UserNamespace | None = None):
         self.node_id = node_id
         self.runtime = runtime
         self.images = images
         self.networks = networks  # overlay networks (worker/networks.py); None: containers get none
+        self.userns = userns      # shoald --userns-remap: the range every new container is mapped to
         self.volumes_root = runtime.root.parent / "volumes"
         self.files = TaskFiles(runtime.root.parent / "taskfiles")  # secrets and configs
         self.controllers: dict[str, TaskController] = {}

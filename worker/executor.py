@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from api.logdriver import log_settings
 from api.objects import SECOND, Task
 from worker.images.store import Image, ImageStore
-from worker.runtime import ContainerConfig
+from worker.runtime import ContainerConfig, UserNamespace
 from worker.runtime.config import Mount as RuntimeMount
 
 DEFAULT_STOP_GRACE = 10 * SECOND
@@ -71,9 +71,14 @@ def resolve_image(images: ImageStore, task: Task) -> Image:
     return image
 
 
-def container_mounts(task: Task, volumes_root: Path | None) -> list[RuntimeMount]:
+def container_mounts(task: Task, volumes_root: Path | None,
+                     userns: UserNamespace | None = None) -> list[RuntimeMount]:
     """Bind mounts as given, named volumes (local driver: a directory made on first use and
-    kept after the task), tmpfs; a bad one rejects the task with the field named."""
+    kept after the task), tmpfs; a bad one rejects the task with the field named.
+
+    With a user namespace, as Docker with --userns-remap: a bind is left as it is (the
+    remapped root may not be allowed to write there), and a volume made now belongs to the
+    remapped root, so the container's root can write to it."""
     out = []
     for i, m in enumerate(task.spec.container_spec.mounts):
         where = f"Mounts[{i}]"
@@ -90,7 +95,10 @@ def container_mounts(task: Task, volumes_root: Path | None) -> list[RuntimeMount
             if "/" in name or name in (".", ".."):
                 raise TaskRejected(f"{where}.Source: invalid volume name {name!r}")
             data = volumes_root / name / "_data"
-            data.mkdir(parents=True, exist_ok=True)
+            if not data.is_dir():
+                data.mkdir(parents=True, exist_ok=True)
+                if userns is not None:
+                    os.chown(data, userns.host_uid, userns.host_gid)
             out.append(RuntimeMount("bind", m.target, str(data), m.read_only))
         elif m.type == "tmpfs":
             opts = m.tmpfs_options
@@ -115,7 +123,8 @@ def health_config(task: Task, image: Image | None):
         raise TaskRejected(str(exc)) from None
 
 
-def container_config(task: Task, image: Image, layers, volumes_root: Path | None = None) -> ContainerConfig:
+def container_config(task: Task, image: Image, layers, volumes_root: Path | None = None,
+                     userns: UserNamespace | None = None) -> ContainerConfig:
     cs = task.spec.container_spec
     img = image.config.get("config") or {}
     entrypoint = list(cs.command) if cs.command else list(img.get("Entrypoint") or [])
@@ -147,7 +156,8 @@ def container_config(task: Task, image: Image, layers, volumes_root: Path | None
         cap_add=list(cs.capability_add),
         cap_drop=list(cs.capability_drop),
         ulimits={u.name: (u.soft, u.hard) for u in cs.ulimits},
-        mounts=container_mounts(task, volumes_root),
+        mounts=container_mounts(task, volumes_root, userns),
+        user_namespace=userns,
         labels={
             "com.docker.swarm.task.id": task.id,
             "com.docker.swarm.service.id": task.service_id,

@@ -23,6 +23,7 @@ from api.filetarget import target_path
 from api.objects import Task
 from worker.runtime import linux
 from worker.runtime.config import Mount as RuntimeMount
+from worker.runtime.config import UserNamespace
 
 log = logging.getLogger("shoal.taskfiles")
 
@@ -43,6 +44,15 @@ def _parse(message: dict, key: str) -> dict[str, bytes]:
     return out
 
 
+def _host_ids(uid: int, gid: int, userns: UserNamespace | None) -> tuple[int, int]:
+    if userns is None:
+        return uid, gid
+    if uid >= userns.size or gid >= userns.size:
+        raise FilesUnavailable(f"file owner {uid}:{gid} is outside the node's user namespace range "
+                               f"(0 to {userns.size - 1})")
+    return userns.host_uid + uid, userns.host_gid + gid
+
+
 class TaskFiles:
     def __init__(self, root: Path):
         self.root = root
@@ -54,8 +64,10 @@ class TaskFiles:
         secrets, configs = _parse(message, "Secrets"), _parse(message, "Configs")
         self.secrets, self.configs = secrets, configs
 
-    def prepare(self, task: Task, cid: str) -> list[RuntimeMount]:
-        """The tmpfs of container cid with its files; the bind mounts for the runtime."""
+    def prepare(self, task: Task, cid: str, userns: UserNamespace | None = None) -> list[RuntimeMount]:
+        """The tmpfs of container cid with its files; the bind mounts for the runtime. In a
+        user namespace the container's init makes the bind mounts as the remapped root, so the
+        tmpfs is that root's, and the files' owners are shifted into the range."""
         cs = task.spec.container_spec
         wanted: list[tuple[str, Any, bytes]] = []
         for kind, refs, held in (("secret", cs.secrets, self.secrets), ("config", cs.configs, self.configs)):
@@ -73,8 +85,9 @@ class TaskFiles:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         where.mkdir(mode=0o700)
         size = sum(len(d) for _, _, d in wanted) + 64 * 1024 * len(wanted)
+        owner = f",uid={userns.host_uid},gid={userns.host_gid}" if userns is not None else ""
         linux.mount("tmpfs", str(where), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
-                    f"mode=0700,size={size},nr_inodes={len(wanted) + 16}")
+                    f"mode=0700,size={size},nr_inodes={len(wanted) + 16}{owner}")
         mounts = []
         try:
             for i, (kind, ref, data) in enumerate(wanted):
@@ -83,7 +96,7 @@ class TaskFiles:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 try:
                     os.write(fd, data)
-                    os.fchown(fd, int(f.uid or 0), int(f.gid or 0))
+                    os.fchown(fd, *_host_ids(int(f.uid or 0), int(f.gid or 0), userns))
                     os.fchmod(fd, f.mode)
                 finally:
                     os.close(fd)

@@ -88,6 +88,22 @@ def runtime(tmp_path, cgroup_parent):
         cleanup_root(root, cgroup_parent)
 
 
+@pytest.fixture
+def open_root(cgroup_parent):
+    """A runtime root whose ancestors all let other users through (o+x), as a remapped
+    container root needs; pytest's own tmp directories are private."""
+    import tempfile
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    root = Path(tempfile.mkdtemp(prefix="shoal-userns-"))
+    os.chmod(root, 0o711)
+    try:
+        yield root / "containers"
+    finally:
+        cleanup_root(root / "containers", cgroup_parent)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def cleanup_root(root: Path, cgroup_parent: str, engine: str = "shoal") -> None:
     """Delete every container under root, stop its supervisor, unmount and remove it all."""
     from worker.runtime import Runtime

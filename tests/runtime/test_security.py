@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 from worker.runtime import Runtime, procfs
 from worker.runtime.config import Mount, UserNamespace
 
-from .conftest import IS_ROOT, cfg, cleanup_root, facts, run
+from .conftest import IS_ROOT, cfg, facts, run
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
 
@@ -106,19 +104,6 @@ def test_user_and_home(runtime, busybox):
     assert facts(log) == {"id": "65534:65534 home=/nonexistent"}, log
     st, log = run(runtime, cfg(busybox, ["sh", "-c", "echo id=$(id -u):$(id -g) home=$HOME"], user="4242:77"))
     assert facts(log) == {"id": "4242:77 home=/"}, log
-
-
-@pytest.fixture
-def open_root(cgroup_parent):
-    """A runtime root whose ancestors all let other users through (o+x), as a remapped
-    container root needs; pytest's own tmp directories are private."""
-    root = Path(tempfile.mkdtemp(prefix="shoal-userns-"))
-    os.chmod(root, 0o711)
-    try:
-        yield root / "containers"
-    finally:
-        cleanup_root(root / "containers", cgroup_parent)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_user_namespace(open_root, busybox, cgroup_parent):

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
-from . import engines, linux, procfs, seccomp
+from . import engines, idmap, linux, procfs, seccomp
 from .cgroups import Cgroup, CgroupLayout, Resources, detect_layout
 from .client import SupervisorClient
 from .config import (ContainerConfig, ContainerExistsError, ContainerNotFoundError, ContainerState,
-                     ContainerStateError)
+                     ContainerStateError, UserNamespace)
 from .paths import secure_join
 from .spec import build_spec, home_dir, hosts_file, parse_user, resolv_conf
 
@@ -244,11 +244,14 @@ class Runtime:
         if not lowers:  # overlayfs needs a lower dir even for an image without layers
             (bundle / "empty").mkdir()
             lowers = [str(bundle / "empty")]
+        extra: dict[str, Any] = {}
         if cfg.user_namespace is not None:
             self._prepare_userns(cfg, bundle)
+            u = cfg.user_namespace
+            extra["idmap"] = {"host_uid": u.host_uid, "host_gid": u.host_gid, "size": u.size}
         cgroup_path = f"/{self.cgroup_parent}/{cfg.id}"
         meta = self._meta_for(cfg.id, bundle, cgroup_path, {}, cfg.labels, cfg.log_max_size,
-                              cfg.log_max_files, layers=lowers)
+                              cfg.log_max_files, layers=lowers, **extra)
         meta["log"]["driver"] = cfg.log_driver  # the shim drops the output of a "none" container
         _write_json(bundle / "shoal.json", meta)
         self._mount_rootfs(bundle, meta)
@@ -256,7 +259,12 @@ class Runtime:
         rootfs = str(bundle / "rootfs")
         passwd = self._read_image_file(rootfs, "/etc/passwd")
         group = self._read_image_file(rootfs, "/etc/group")
-        uid, gid, extra = parse_user(cfg.user, passwd, group)
+        uid, gid, extra_gids = parse_user(cfg.user, passwd, group)
+        if cfg.user_namespace is not None:
+            for kind, value in (("uid", uid), ("gid", gid), *(("gid", g) for g in extra_gids)):
+                if value >= cfg.user_namespace.size:
+                    raise ValueError(f"user: {kind} {value} is outside the user namespace, which maps "
+                                     f"ids 0-{cfg.user_namespace.size - 1}")
 
         hostname = cfg.effective_hostname
         (bundle / "hostname").write_text(hostname + "\n")
@@ -268,7 +276,7 @@ class Runtime:
         (bundle / "resolv.conf").write_text(resolv_conf(host_resolv, cfg.dns_servers, cfg.dns_search, cfg.dns_options))
         etc = {f"/etc/{n}": str(bundle / n) for n in ("hostname", "hosts", "resolv.conf")}
 
-        spec = build_spec(cfg, uid, gid, extra, cgroup_path, etc, home=home_dir(uid, passwd))
+        spec = build_spec(cfg, uid, gid, extra_gids, cgroup_path, etc, home=home_dir(uid, passwd))
         self._compile_seccomp(bundle, spec)
         meta["resources"] = spec["linux"]["resources"]
         _write_json(bundle / "shoal.json", meta)
@@ -279,14 +287,13 @@ class Runtime:
 
     def _prepare_userns(self, cfg: ContainerConfig, bundle: Path) -> None:
         """The remapped root must reach the bundle (it sets up the mounts) and own the writable
-        layer (so that / is its own)."""
+        layer (so that / is its own); the image layers below are id-mapped at mount."""
         u = cfg.user_namespace
         assert u is not None
         for d in [bundle, *bundle.parents]:
-            st = os.stat(d)
-            if not st.st_mode & stat.S_IXOTH and st.st_uid != u.host_uid:
+            if not searchable(d, u):
                 raise ValueError(f"user_namespace: {d} is not searchable by uid {u.host_uid} "
-                                 f"(it needs o+x, as /var/lib/shoal has)")
+                                 f"(it needs o+x, or g+x with group {u.host_gid})")
         os.chown(bundle / "upper", u.host_uid, u.host_gid)
 
     def create_bundle(self, id: str, bundle: Path, labels: dict[str, str] | None = None,
@@ -342,7 +349,12 @@ class Runtime:
         if len(options) >= _PAGE:
             raise ValueError(f"layers: {len(meta['layers'])} layers make overlay options longer than "
                              f"{_PAGE} bytes")
-        linux.mount("overlay", rootfs, "overlay", 0, options)
+        if meta.get("idmap"):
+            m = meta["idmap"]  # a user namespace: the layers id-mapped to its range (idmap.py)
+            idmap.mount_overlay(rootfs, meta["layers"], options,
+                                UserNamespace(m["host_uid"], m["host_gid"], m["size"]))
+        else:
+            linux.mount("overlay", rootfs, "overlay", 0, options)
 
     # -- start ---------------------------------------------------------------------------
 
@@ -652,6 +664,16 @@ class Runtime:
     def close(self) -> None:
         """Stop this root's node supervisor (running containers and their shims go on)."""
         self._supervisor.quit()
+
+
+def searchable(path: Path, u: UserNamespace) -> bool:
+    """Whether the remapped root (uid u.host_uid, gid u.host_gid) may pass through directory path."""
+    st = os.stat(path)
+    if st.st_uid == u.host_uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == u.host_gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
 
 
 def _write_all(fd: int, data: bytes) -> None:
