@@ -128,6 +128,7 @@ class ControlAPI:
             web.post("/swarm/ca/rotate", self.ca_rotate),
             web.get("/services", self.service_list),
             web.post("/services/create", self.service_create),
+            web.post("/services/placement", self.service_placement),
             web.get("/services/{id}", self.service_inspect),
             web.post("/services/{id}/update", self.service_update),
             web.delete("/services/{id}", self.service_remove),
@@ -272,7 +273,9 @@ class ControlAPI:
 
     # --- services -------------------------------------------------------------------------
 
-    def _decode_spec(self, body: Any) -> ServiceSpec:
+    def _decode_spec(self, body: Any, new_networks: frozenset[str] = frozenset()) -> ServiceSpec:
+        """The spec as create and update store it: decoded, checked, its image pinned.
+        `new_networks`: names of networks a placement preview may take as existing."""
         try:
             spec = codec.decode(ServiceSpec, body)
         except codec.DecodeError as exc:
@@ -285,7 +288,7 @@ class ControlAPI:
         except SpecError as exc:
             raise APIError(400, str(exc)) from None
         networks = self.get_manager().store.list("network") if "network" in self.get_manager().store.tables else []
-        known = {n.id for n in networks} | {n.spec.name for n in networks}
+        known = {n.id for n in networks} | {n.spec.name for n in networks} | new_networks
         for i, att in enumerate(spec.task_template.networks or spec.networks):
             if att.target not in known and not any(n.id.startswith(att.target) for n in networks):
                 raise APIError(404, f"TaskTemplate.Networks[{i}].Target: network {att.target!r} not found")
@@ -305,6 +308,12 @@ class ControlAPI:
         service = Service(id=new_id(), spec=spec)
         await self._propose(m, [Action("create", "service", service)])
         return web.json_response({"ID": service.id}, status=201)
+
+    async def service_placement(self, request: web.Request) -> web.Response:
+        """Shoal's read-only preview (see manager/placementapi.py): where the new tasks of
+        services about to be created or updated would go now, and why some could not."""
+        from manager.placementapi import placement_preview
+        return web.json_response(placement_preview(self.get_manager(), await read_json(request), self._decode_spec))
 
     async def service_list(self, request: web.Request) -> web.Response:
         m = self.get_manager()
