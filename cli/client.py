@@ -15,9 +15,10 @@ DEFAULT_HOST = "unix:///run/shoal/shoal.sock"
 class CLIError(Exception):
     """Printed as one line; the command exits non-zero."""
 
-    def __init__(self, message: str, code: int = 1):
+    def __init__(self, message: str, code: int = 1, status: int | None = None):
         super().__init__(message)
         self.code = code
+        self.status = status  # the daemon's HTTP status, when the daemon answered with an error
 
 
 def socket_path(host: str) -> str:
@@ -57,7 +58,7 @@ class Client:
                     payload = json.loads(text) if text and resp.content_type == "application/json" else text
                     if resp.status >= 400:
                         msg = payload.get("message") if isinstance(payload, dict) else str(payload)
-                        raise CLIError(f"Error response from daemon: {msg}")
+                        raise CLIError(f"Error response from daemon: {msg}", status=resp.status)
                     return payload
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
             raise self._unreachable(exc) from None

@@ -17,7 +17,7 @@ from aiohttp import web
 from api import codec
 from api.ids import new_id, timestamp
 from api.objects import SECOND, ManagerStatus, Node, NodeSpec, ReplicatedService, Service, ServiceSpec, SwarmSpec, Task
-from manager.filerefs import FileRefError, complete_references
+from manager.filerefs import FileRefError, complete_references, pending_objects
 from manager.manager import Manager
 from manager.orchestrator.update import manual_rollback
 from manager.store import Action, StoreError
@@ -130,6 +130,7 @@ class ControlAPI:
             web.post("/swarm/ca/rotate", self.ca_rotate),
             web.get("/services", self.service_list),
             web.post("/services/create", self.service_create),
+            web.post("/services/placement", self.service_placement),
             web.get("/services/{id}", self.service_inspect),
             web.post("/services/{id}/update", self.service_update),
             web.delete("/services/{id}", self.service_remove),
@@ -274,7 +275,11 @@ class ControlAPI:
 
     # --- services -------------------------------------------------------------------------
 
-    def _decode_spec(self, body: Any) -> ServiceSpec:
+    def _decode_spec(self, body: Any, new_networks: frozenset[str] = frozenset(),
+                     new_files: dict[str, frozenset[str]] | None = None) -> ServiceSpec:
+        """The spec as create and update store it: decoded, checked, its image pinned.
+        `new_networks`, `new_files` ({"secret": names, "config": names}): objects a placement
+        preview may take as existing, because the change creates them first."""
         try:
             spec = codec.decode(ServiceSpec, body)
         except codec.DecodeError as exc:
@@ -288,11 +293,14 @@ class ControlAPI:
             raise APIError(400, str(exc)) from None
         store = self.get_manager().store
         try:
-            complete_references(spec.task_template.container_spec, store.list("secret"), store.list("config"))
+            pending = new_files or {}
+            complete_references(spec.task_template.container_spec,
+                                store.list("secret") + pending_objects("secret", pending.get("secret", ())),
+                                store.list("config") + pending_objects("config", pending.get("config", ())))
         except FileRefError as exc:
             raise APIError(exc.status, str(exc)) from None
         networks = self.get_manager().store.list("network") if "network" in self.get_manager().store.tables else []
-        known = {n.id for n in networks} | {n.spec.name for n in networks}
+        known = {n.id for n in networks} | {n.spec.name for n in networks} | new_networks
         for i, att in enumerate(spec.task_template.networks or spec.networks):
             if att.target not in known and not any(n.id.startswith(att.target) for n in networks):
                 raise APIError(404, f"TaskTemplate.Networks[{i}].Target: network {att.target!r} not found")
@@ -312,6 +320,12 @@ class ControlAPI:
         service = Service(id=new_id(), spec=spec)
         await self._propose(m, [Action("create", "service", service)])
         return web.json_response({"ID": service.id}, status=201)
+
+    async def service_placement(self, request: web.Request) -> web.Response:
+        """Shoal's read-only preview (see manager/placementapi.py): where the new tasks of
+        services about to be created or updated would go now, and why some could not."""
+        from manager.placementapi import placement_preview
+        return web.json_response(placement_preview(self.get_manager(), await read_json(request), self._decode_spec))
 
     async def service_list(self, request: web.Request) -> web.Response:
         m = self.get_manager()

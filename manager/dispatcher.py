@@ -21,12 +21,16 @@ from manager.allocator import node_view
 from manager.store import Action, Change, Conflict, Store
 
 log = logging.getLogger("shoal.dispatcher")
+ASSIGNED = state_rank("assigned")
 
 
 def assignments_for(store: Store, node_id: str) -> list[Task]:
     """Every task placed on the node, until the task is deleted: the worker keeps a task's
-    container while the task exists and removes it once the task is gone."""
-    return [t for t in store.list("task") if t.node_id == node_id]
+    container while the task exists and removes it once the task is gone. A global task carries
+    its node from birth, but is the node's only once the allocator gave it its networks and the
+    scheduler assigned it (as SwarmKit's dispatcher sends tasks from `assigned` on): sent earlier,
+    the worker would start it without networks, published ports or a resource check."""
+    return [t for t in store.list("task") if t.node_id == node_id and state_rank(t.status.state) >= ASSIGNED]
 
 
 def assignment_message(tasks: list[Task], cluster=None) -> dict:

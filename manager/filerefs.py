@@ -9,13 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from api.filetarget import target_path
-from api.objects import ContainerSpec, FileTarget
+from api.objects import Config, ConfigSpec, ContainerSpec, FileTarget, Secret, SecretSpec
 
 
 class FileRefError(ValueError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def pending_objects(kind: str, names) -> list[Any]:
+    """Stand-ins for secrets or configs a change is about to create (a placement preview takes
+    them as existing); their ids say what they are."""
+    cls = Secret if kind == "secret" else Config
+    spec_cls = SecretSpec if kind == "secret" else ConfigSpec
+    return [cls(id=f"pending-{kind}-{name}", spec=spec_cls(name=name)) for name in sorted(names)]
 
 
 def _lookup(objs: list[Any], ref_id: str, ref_name: str) -> Any | None:

@@ -4,58 +4,30 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import typer
 
-from cli.client import CLIError, Client
+from cli.client import CLIError
 from cli.commands.common import client
 from cli.output import table
+
+if TYPE_CHECKING:
+    from cli import stackplan
 
 app = typer.Typer(help="Manage stacks of services described by compose files.", no_args_is_help=True)
 
 NAMESPACE = "com.docker.stack.namespace"
 
 
-def stack_services(c: Client, stack: str) -> list[dict]:
-    return c.get("/services", params={"filters": json.dumps({"label": [f"{NAMESPACE}={stack}"]})})
-
-
-def stack_networks(c: Client, stack: str) -> list[dict]:
-    return c.get("/networks", params={"filters": json.dumps({"label": [f"{NAMESPACE}={stack}"]})})
-
-
-def ensure_networks(c: Client, networks: dict[str, dict]) -> None:
-    """The stack's networks exist before its services: created (labelled with the stack) when
-    missing; an external one must exist already."""
-    existing = {n["Name"] for n in c.get("/networks")}
-    for name, net in sorted(networks.items()):
-        if net.get("External"):
-            if name not in existing:
-                raise CLIError(f"network {name!r} is declared as external, but could not be found: create it "
-                               f"(shoal network create -d overlay {name}) before deploying the stack")
-            continue
-        if name in existing:
-            continue
-        typer.echo(f"Creating network {name}")
-        c.post("/networks/create", body={k: v for k, v in net.items() if k != "External"})
-
-
-def _comparable(spec: dict) -> dict:
-    """The spec as the user wrote it: the daemon pins image digests, so compare the tag only."""
-    s = json.loads(json.dumps(spec))
-    cs = s.get("TaskTemplate", {}).get("ContainerSpec", {})
-    if "@" in cs.get("Image", ""):
-        cs["Image"] = cs["Image"].split("@", 1)[0]
-    return s
-
-
 @app.command("deploy")
 def deploy(ctx: typer.Context,
            compose_file: List[str] = typer.Option(..., "--compose-file", "-c", help="Compose file ('-' for stdin); repeat to merge."),
            stack: str = typer.Argument(..., help="Stack name."),
-           prune: bool = typer.Option(False, "--prune", help="Remove services that are no longer in the file.")) -> None:
+           prune: bool = typer.Option(False, "--prune", help="Remove the stack's services, networks, secrets and configs that are no longer in the files."),
+           dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change and where new tasks would go; change nothing.")) -> None:
     """Deploy a new stack or update an existing one."""
+    from cli import stackapply, stackplan  # here, not at the top: every other command starts faster
     from cli.compose import ComposeError, load_stack
     if not stack or not all(ch.isalnum() or ch in "_-." for ch in stack):
         raise CLIError(f"STACK: invalid name {stack!r} (letters, digits, '_', '-', '.')", 2)
@@ -69,28 +41,42 @@ def deploy(ctx: typer.Context,
     for w in plan.warnings:
         typer.echo(w, err=True)
     c = client(ctx)
-    ensure_networks(c, plan.networks)
-    existing = {s["Spec"]["Name"]: s for s in stack_services(c, stack)}
-    changed = False
-    for spec in plan.services:
-        name = spec["Name"]
-        current = existing.get(name)
-        if current is None:
-            typer.echo(f"Creating service {name}")
-            c.post("/services/create", body=spec)
-            changed = True
-        elif _comparable(current["Spec"]) != _comparable(spec):
-            typer.echo(f"Updating service {name} (id: {current['ID']})")
-            c.post(f"/services/{current['ID']}/update", params={"version": str(current["Version"]["Index"])}, body=spec)
-            changed = True
-    wanted = {s["Name"] for s in plan.services}
-    for name, svc in existing.items():
-        if name not in wanted and prune:
-            typer.echo(f"Removing service {name}")
-            c.delete(f"/services/{svc['ID']}")
-            changed = True
-    if not changed:
+    # One plan for both: the dry run prints exactly the steps the deploy carries out.
+    changes = stackplan.plan_deploy(plan, stackapply.current_state(c, stack), stack, prune)
+    objects = stackapply.object_bodies(changes)
+    previews = stackapply.preview(c, changes)  # also the daemon's verdict on every spec
+    errors = stackapply.refusals(changes, objects, previews)
+    if dry_run:
+        _print_dry_run(stack, changes, previews, errors)
+        return
+    if errors:  # refused before anything changed
+        for line in errors[:-1]:
+            typer.echo(line, err=True)
+        raise CLIError(errors[-1])
+    if not changes.steps:
         typer.echo(f"Stack {stack} is up to date: nothing changed.")
+        return
+    if not stackapply.apply(c, changes, objects):
+        raise typer.Exit(1)
+
+
+def _print_dry_run(stack: str, changes: stackplan.DeployPlan, previews: list[dict], errors: list[str]) -> None:
+    from cli import stackplan
+    if not changes.steps and not errors:
+        typer.echo(f"Stack {stack} is up to date: nothing would change.")
+        return
+    typer.echo(f"Stack {stack}, dry run (nothing is changed):")
+    for line in stackplan.render_steps(changes):
+        typer.echo(line)
+    if previews:
+        typer.echo("Placement of new tasks:")
+        for p in previews:
+            typer.echo("  " + stackplan.render_placement(p))
+    typer.echo(stackplan.summary(changes))
+    for line in errors:
+        typer.echo(line, err=True)
+    if errors:
+        raise typer.Exit(1)
 
 
 @app.command("ls")
@@ -109,6 +95,7 @@ def ls(ctx: typer.Context) -> None:
 def services(ctx: typer.Context, stack: str = typer.Argument(..., help="Stack name.")) -> None:
     """List the services in a stack."""
     from cli.commands.service import replicas_of, running_counts, short_image
+    from cli.stackapply import stack_services
     c = client(ctx)
     svcs = sorted(stack_services(c, stack), key=lambda s: s["Spec"]["Name"])
     if not svcs:
@@ -128,6 +115,7 @@ def ps(ctx: typer.Context, stack: str = typer.Argument(..., help="Stack name."),
        no_trunc: bool = typer.Option(False, "--no-trunc", help="Do not truncate output.")) -> None:
     """List the tasks in a stack."""
     from cli.commands.service import task_rows
+    from cli.stackapply import stack_services
     c = client(ctx)
     svcs = {s["ID"]: s for s in stack_services(c, stack)}
     if not svcs:
@@ -138,25 +126,18 @@ def ps(ctx: typer.Context, stack: str = typer.Argument(..., help="Stack name."),
 
 @app.command("rm")
 def rm(ctx: typer.Context, stacks: List[str] = typer.Argument(..., help="Stack names.")) -> None:
-    """Remove one or more stacks."""
+    """Remove one or more stacks: their services, then their networks, secrets and configs."""
+    from cli import stackapply, stackplan
     c = client(ctx)
     failed = False
     for stack in stacks:
-        svcs = stack_services(c, stack)
-        nets = stack_networks(c, stack)
-        if not svcs and not nets:
+        # External objects carry no stack label, so they are never the stack's to remove.
+        steps = stackplan.removal_plan(stackapply.current_state(c, stack), stack).steps
+        if not steps:
             typer.echo(f"Nothing found in stack: {stack}", err=True)
             failed = True
             continue
-        for s in sorted(svcs, key=lambda s: s["Spec"]["Name"]):
-            typer.echo(f"Removing service {s['Spec']['Name']}")
-            c.delete(f"/services/{s['ID']}")
-        for n in sorted(nets, key=lambda n: n["Name"]):  # the stack's own: external ones carry no label
-            typer.echo(f"Removing network {n['Name']}")
-            try:
-                c.delete(f"/networks/{n['Id']}")
-            except CLIError as exc:
-                typer.echo(f"Failed to remove network {n['Name']}: {exc}", err=True)
-                failed = True
+        for step in steps:
+            failed = not stackapply.remove(c, step) or failed
     if failed:
         raise typer.Exit(1)
