@@ -57,6 +57,15 @@ class HealthConfig:
 
 
 @dataclass
+class PullOptions:
+    """Swarmkit's ContainerSpec.PullOptions: the registry credentials the workers pull the image
+    with, given at create/update (`--with-registry-auth`, the X-Registry-Auth header) as Docker's
+    base64url JSON auth config. Internal: the control API never returns it (manager/pullauth.py
+    redacts it); a worker gets it only inside its own tasks' assignments, over mutual TLS."""
+    registry_auth: str = ""
+
+
+@dataclass
 class ContainerSpec:
     image: str = ""
     labels: dict[str, str] = field(default_factory=dict)
@@ -78,6 +87,7 @@ class ContainerSpec:
     capability_add: list[str] = field(default_factory=list)
     capability_drop: list[str] = field(default_factory=list)
     ulimits: list[Ulimit] = field(default_factory=list)
+    pull_options: Optional[PullOptions] = None
 
 
 @dataclass

@@ -11,6 +11,7 @@ import typer
 from cli.client import CLIError, Client
 from cli.commands.common import client
 from cli.output import table
+from cli.registryflags import RESOLVE_IMAGE_HELP, WITH_REGISTRY_AUTH_HELP, echo_warnings, registry_params
 
 app = typer.Typer(help="Manage stacks of services described by compose files.", no_args_is_help=True)
 
@@ -54,9 +55,12 @@ def _comparable(spec: dict) -> dict:
 def deploy(ctx: typer.Context,
            compose_file: List[str] = typer.Option(..., "--compose-file", "-c", help="Compose file ('-' for stdin); repeat to merge."),
            stack: str = typer.Argument(..., help="Stack name."),
-           prune: bool = typer.Option(False, "--prune", help="Remove services that are no longer in the file.")) -> None:
+           prune: bool = typer.Option(False, "--prune", help="Remove services that are no longer in the file."),
+           resolve_image: str = typer.Option("always", "--resolve-image", help=RESOLVE_IMAGE_HELP),
+           with_registry_auth: bool = typer.Option(False, "--with-registry-auth", help=WITH_REGISTRY_AUTH_HELP)) -> None:
     """Deploy a new stack or update an existing one."""
     from cli.compose import ComposeError, load_stack
+    registry = registry_params(resolve_image, with_registry_auth)
     if not stack or not all(ch.isalnum() or ch in "_-." for ch in stack):
         raise CLIError(f"STACK: invalid name {stack!r} (letters, digits, '_', '-', '.')", 2)
     stdin_text = sys.stdin.read() if "-" in compose_file else None
@@ -77,11 +81,12 @@ def deploy(ctx: typer.Context,
         current = existing.get(name)
         if current is None:
             typer.echo(f"Creating service {name}")
-            c.post("/services/create", body=spec)
+            echo_warnings(c.post("/services/create", params=registry, body=spec))
             changed = True
         elif _comparable(current["Spec"]) != _comparable(spec):
             typer.echo(f"Updating service {name} (id: {current['ID']})")
-            c.post(f"/services/{current['ID']}/update", params={"version": str(current["Version"]["Index"])}, body=spec)
+            echo_warnings(c.post(f"/services/{current['ID']}/update",
+                                 params={"version": str(current["Version"]["Index"]), **registry}, body=spec))
             changed = True
     wanted = {s["Name"] for s in plan.services}
     for name, svc in existing.items():
