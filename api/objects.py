@@ -89,6 +89,15 @@ class DNSConfig:
 
 
 @dataclass
+class PullOptions:
+    """Swarmkit's ContainerSpec.PullOptions: the registry credentials the workers pull the image
+    with, given at create/update (`--with-registry-auth`, the X-Registry-Auth header) as Docker's
+    base64url JSON auth config. Internal: the control API never returns it (manager/pullauth.py
+    redacts it); a worker gets it only inside its own tasks' assignments, over mutual TLS."""
+    registry_auth: str = ""
+
+
+@dataclass
 class ContainerSpec:
     image: str = ""
     labels: dict[str, str] = field(default_factory=dict)
@@ -117,6 +126,7 @@ class ContainerSpec:
     hosts: list[str] = field(default_factory=list)  # "IP HOST [ALIAS...]" lines added to /etc/hosts
     dns_config: Optional[DNSConfig] = None
     isolation: str = ""  # "" or "default": Linux has one isolation
+    pull_options: Optional[PullOptions] = None
 
 
 @dataclass

@@ -162,7 +162,7 @@ async def serve(args: argparse.Namespace) -> None:
                         key=as_key(cluster.root_ca_key.encode(), "RootCAKey"))
         return ClusterCA(signer=signer, trusted=as_certs(cluster.tls_info.trust_root.encode(), "TrustRoot"))
 
-    control = ControlAPI(lambda: manager, lambda ref: ref, get_ca)
+    control = ControlAPI(lambda: manager, None, get_ca)  # images kept as given
     cluster_api = ClusterAPI(manager, get_ca, control, cluster_id=args.cluster_id)
     runner = web.AppRunner(cluster_api.app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()

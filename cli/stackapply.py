@@ -12,6 +12,7 @@ import typer
 
 from cli.client import CLIError, Client
 from cli.compose import NAMESPACE_LABEL
+from cli.registryflags import echo_warnings
 from cli.stackplan import Current, DeployPlan, Step
 
 
@@ -89,22 +90,26 @@ def refusals(plan: DeployPlan, objects: ObjectData, previews: list[dict]) -> lis
     return plan.errors + objects.errors + [f"services.{p['Name']}: {p['Error']}" for p in previews if p.get("Error")]
 
 
-def apply(c: Client, plan: DeployPlan, objects: ObjectData) -> bool:
+def apply(c: Client, plan: DeployPlan, objects: ObjectData, registry: dict[str, str] | None = None) -> bool:
     """Carry the steps out in order, saying each as Docker does. A failed removal is reported and
-    the rest goes on (a network another service still uses stays); returns whether all went."""
+    the rest goes on (a network another service still uses stays); returns whether all went.
+    `registry`: the --resolve-image / --with-registry-auth parameters of service writes."""
+    registry = registry or {}
     ok = True
     for step in plan.steps:
         if step.op == "create":
             typer.echo(f"Creating {step.kind} {step.name}")
             body = objects.bodies.get((step.kind, step.name), step.spec)
-            c.post(f"/{step.kind}s/create", body=body)
+            result = c.post(f"/{step.kind}s/create", params=registry if step.kind == "service" else None, body=body)
+            if step.kind == "service":
+                echo_warnings(result)
         elif step.op == "update":
             current = step.current or {}
             typer.echo(f"Updating {step.kind} {step.name} (id: {current['ID']})")
             for change in step.changes:
                 typer.echo(f"  {change}")
-            c.post(f"/services/{current['ID']}/update", params={"version": str(current["Version"]["Index"])},
-                   body=step.spec)
+            echo_warnings(c.post(f"/services/{current['ID']}/update",
+                                 params={"version": str(current["Version"]["Index"]), **registry}, body=step.spec))
         else:
             ok = remove(c, step) and ok
     return ok

@@ -4,8 +4,6 @@ remove, pull (POST /images/create) and push with streamed JSON progress, save
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import os
 import tempfile
@@ -16,17 +14,17 @@ from aiohttp import web
 
 from manager.controlapi import APIError, read_json
 from worker.images import archive
-from worker.images.auth import CredentialStore, Credentials, registry_key
+from worker.images.auth import Credentials, decode_auth_config, registry_key
 from worker.images.image import Image
 from worker.images.manifests import Platform
 from worker.images.pull import pull
 from worker.images.push import push
 from worker.images.reference import parse_reference
-from worker.images.registry import RegistryClient, RegistryConfig, RegistryError
+from worker.images.nodeclient import CREDENTIALS_FILE, REGISTRIES_FILE, node_credentials, node_registry_client
+from worker.images.registry import RegistryClient, RegistryError
 from worker.images.store import ImageInUseError, ImageNotFoundError, ImageStore
 
-CREDENTIALS_FILE = "registry-auth.json"
-REGISTRIES_FILE = "registries.json"   # {"insecure-registries": ["host:port", ...]}
+__all__ = ["CREDENTIALS_FILE", "REGISTRIES_FILE", "ImageAPI", "container_image_ids", "inspect_json"]
 
 
 def container_image_ids(images: ImageStore, containers_root: Path) -> set[str]:
@@ -62,18 +60,13 @@ def inspect_json(image: Image) -> dict[str, Any]:
 
 def _registry_auth(request: web.Request) -> dict[str, Credentials]:
     """Docker's X-Registry-Auth: base64url JSON {username, password, serveraddress}."""
-    header = request.headers.get("X-Registry-Auth", "").strip()
-    if not header:
-        return {}
     try:
-        body = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    except (binascii.Error, ValueError):
-        raise APIError(400, "X-Registry-Auth: not base64url-encoded JSON") from None
-    if not isinstance(body, dict) or not body.get("username"):
+        decoded = decode_auth_config(request.headers.get("X-Registry-Auth", ""))
+    except ValueError as exc:
+        raise APIError(400, f"X-Registry-Auth: {exc}") from None
+    if decoded is None or not decoded[0]:
         return {}
-    server = body.get("serveraddress") or ""
-    return {registry_key(server): Credentials(str(body["username"]), str(body.get("password", "")))} \
-        if server else {}
+    return {decoded[0]: decoded[1]}
 
 
 class _Progress:
@@ -137,7 +130,7 @@ class ImageAPI:
                  in_use: Callable[[], Iterable[str]] | None = None, chunk_size: int | None = None):
         self.images = images
         self.state_dir = Path(state_dir)
-        self.credentials = CredentialStore(self.state_dir / CREDENTIALS_FILE)
+        self.credentials = node_credentials(self.state_dir)
         self.in_use = in_use or (lambda: ())
         self.chunk_size = chunk_size
 
@@ -159,11 +152,9 @@ class ImageAPI:
 
     def _client(self, override: dict[str, Credentials] | None = None) -> RegistryClient:
         try:
-            config = RegistryConfig.load(self.state_dir / REGISTRIES_FILE)
+            return node_registry_client(self.state_dir, override)
         except ValueError as exc:
             raise APIError(500, str(exc)) from None
-        config.certs_dir = self.state_dir / "certs.d"
-        return RegistryClient(self.credentials, config, override)
 
     async def _upload(self, request: web.Request) -> str:
         tmpdir = self.state_dir / "tmp"

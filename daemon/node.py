@@ -18,6 +18,7 @@ from aiohttp import web
 
 from api.ids import new_id
 from daemon import certs, statedir
+from daemon.serviceimages import NodeImages
 from api.objects import (
     CAConfig, Cluster, EngineDescription, JoinTokens, ManagerStatus, Node, NodeDescription, NodeSpec,
     NodeStatus, Platform, Resources, SECOND, SwarmSpec,
@@ -34,6 +35,8 @@ from manager import secretbox
 from manager.manager import Manager
 from manager.store import Action
 from worker.agent import Agent
+from worker.images.nodeclient import node_registry_client
+from worker.images.puller import ImagePuller
 from worker.images.store import ImageStore
 from worker.join import JoinError, join_cluster, split_addr
 from worker.networks import NodeNetworking
@@ -179,24 +182,6 @@ class NodeDaemon:
         self.manager = None
 
     # --- queries --------------------------------------------------------------------------
-
-    def pinned_image(self, ref: str) -> str | None:
-        """The reference to give the tasks, or None if the image is not here. A pulled image is
-        pinned to its registry digest (`name:tag@sha256:…`), so every replica runs the same
-        bits, as Swarm resolves tags; a locally imported image has no registry digest, so every
-        node resolves the tag itself (as Swarm does for images no registry knows)."""
-        image = self.images.resolve(ref)
-        if image is None:
-            return None
-        if "@" in ref or ref.startswith("sha256:"):
-            return ref
-        from worker.images.store import normalize_reference
-        normalized = normalize_reference(ref)
-        name = normalized.rsplit(":", 1)[0] if ":" in normalized.rsplit("/", 1)[-1] else normalized
-        for repo_digest in getattr(image, "repo_digests", []) or []:
-            if repo_digest.split("@", 1)[0] == name:
-                return f"{normalized}@{repo_digest.split('@', 1)[1]}"
-        return normalized
 
     def require_manager(self) -> Manager:
         if self.manager is None:
@@ -509,7 +494,7 @@ class NodeDaemon:
         ctx = server_context(creds, creds.ca_certs, require_client_cert=False)
         from manager.controlapi import ControlAPI
         api = ClusterAPI(self.require_manager(), self.load_ca,
-                         ControlAPI(self.require_manager, self.pinned_image, self.load_ca),
+                         ControlAPI(self.require_manager, NodeImages(self.images, self.state_dir), self.load_ca),
                          cluster_id=self.identity.get("ClusterID", ""))
         runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
@@ -530,7 +515,8 @@ class NodeDaemon:
         underlay = advertise or self.config.advertise_addr
         self.networks = NodeNetworking(self.node_id, self.runtime, split_addr(underlay)[0] if underlay else "")
         await self.networks.start()
-        self.agent = Agent(self.node_id, self.runtime, self.images, self.networks,
+        puller = ImagePuller(self.images, lambda override: node_registry_client(self.state_dir, override))
+        self.agent = Agent(self.node_id, self.runtime, self.images, self.networks, puller,
                            userns=self.config.userns_remap)
         self.agent.adopt_existing()
         manager_addr = self.identity.get("ManagerAddr") or (advertise if self.identity.get("Role") == "manager" else "")

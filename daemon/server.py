@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from aiohttp import web
 from daemon.engineapi import EngineAPI
 from daemon.imageapi import ImageAPI, container_image_ids
 from daemon.node import NodeDaemon, NodeError
+from daemon.serviceimages import NodeImages
 from manager.controlapi import ControlAPI, error_middleware, error_response
 from manager import secretapi
 from manager.networkapi import NetworkAPI
@@ -27,6 +29,9 @@ async def errors(request: web.Request, handler):
 
 # Writes every node answers itself; every other write is the leader's.
 LOCAL_WRITES = ("/swarm/init", "/swarm/join", "/swarm/leave", "/images/", "/auth")
+# Service creates and updates are prepared on this node first (the image pinned with this
+# node's registry logins) and then forwarded by the control API itself.
+SELF_FORWARDED = re.compile(r"^/services/(create|[^/]+/update)$")
 
 
 def forward_writes(node: NodeDaemon):
@@ -34,7 +39,7 @@ def forward_writes(node: NodeDaemon):
     async def middleware(request: web.Request, handler):
         m = node.manager
         if (request.method in ("POST", "DELETE") and m is not None and not m.is_leader
-                and not request.path.startswith(LOCAL_WRITES)):
+                and not request.path.startswith(LOCAL_WRITES) and not SELF_FORWARDED.match(request.path)):
             body = await request.read()
             status, payload, ctype = await m.forward(request.method, request.path_qs, body,
                                                      request.content_type or "application/json")
@@ -48,7 +53,8 @@ def make_app(node: NodeDaemon) -> web.Application:
     app.add_routes(EngineAPI(node).routes())
     app.add_routes(ImageAPI(node.images, node.state_dir,
                             in_use=lambda: container_image_ids(node.images, node.runtime.root)).routes())
-    app.add_routes(ControlAPI(node.require_manager, node.pinned_image, node.load_ca, node.start_ca_rotation).routes())
+    app.add_routes(ControlAPI(node.require_manager, NodeImages(node.images, node.state_dir), node.load_ca,
+                              node.start_ca_rotation, forwards=True).routes())
     app.add_routes(NetworkAPI(node.require_manager).routes())
     app.add_routes(secretapi.routes(node.require_manager))
     return app

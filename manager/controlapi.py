@@ -9,8 +9,12 @@ import asyncio
 import copy
 import json
 import logging
+import re
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
+
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -18,12 +22,17 @@ from api import codec
 from api.ids import new_id, timestamp
 from api.objects import SECOND, ManagerStatus, Node, NodeSpec, ReplicatedService, Service, ServiceSpec, SwarmSpec, Task
 from manager.filerefs import FileRefError, complete_references, pending_objects
+from manager import imagepin, pullauth
+from manager.imagepin import ImageSource
 from manager.manager import Manager
 from manager.orchestrator.update import manual_rollback
 from manager.store import Action, StoreError
 from manager.validation import SpecError, validate_service_spec
+from worker.images.nodeclient import image_registry
+from worker.images.reference import parse_reference
 
-ImageResolver = Callable[[str], str | None]
+
+_IMAGE_ID = re.compile(r"^(sha256:)?[a-f0-9]{64}$")
 
 
 class APIError(Exception):
@@ -111,13 +120,28 @@ def parse_filters(request: web.Request) -> dict[str, list[str]]:
     return out
 
 
+@dataclass
+class ImageChoice:
+    """What a create/update decided about the image: the reference to record, the credentials
+    to keep with the service, and warnings for the caller."""
+    image: str
+    registry_auth: str
+    warnings: list[str]
+
+
 class ControlAPI:
-    def __init__(self, get_manager: Callable[[], Manager], resolve_image: ImageResolver, get_ca: Callable,
-                 rotate_ca: Callable | None = None):
+    """`images`: the node's registries and store, to pin images (None: references are kept as
+    given). `forwards`: this instance serves the node's own socket, so a service create/update
+    that reaches it on a follower is prepared here (the image pinned with this node's logins)
+    and then sent to the leader; the instance on the cluster port never forwards."""
+
+    def __init__(self, get_manager: Callable[[], Manager], images: ImageSource | None, get_ca: Callable,
+                 rotate_ca: Callable | None = None, forwards: bool = False):
         self.get_manager = get_manager
-        self.resolve_image = resolve_image
+        self.images = images
         self.get_ca = get_ca
         self.rotate_ca = rotate_ca
+        self.forwards = forwards
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -304,22 +328,83 @@ class ControlAPI:
         for i, att in enumerate(spec.task_template.networks or spec.networks):
             if att.target not in known and not any(n.id.startswith(att.target) for n in networks):
                 raise APIError(404, f"TaskTemplate.Networks[{i}].Target: network {att.target!r} not found")
+        cs = spec.task_template.container_spec
+        if cs.pull_options is not None:
+            raise APIError(400, "TaskTemplate.ContainerSpec.PullOptions: registry credentials are given in the "
+                                "X-Registry-Auth header (or with withRegistryAuth=true), not in the spec")
         try:
-            pinned = self.resolve_image(spec.task_template.container_spec.image)
+            if not _IMAGE_ID.match(cs.image):  # an image id is not a reference, and is allowed
+                parse_reference(cs.image)
         except ValueError as exc:
             raise APIError(400, f"TaskTemplate.ContainerSpec.Image: {exc}") from None
-        if pinned is None:
-            raise APIError(400, f"TaskTemplate.ContainerSpec.Image: no such image "
-                                f"{spec.task_template.container_spec.image!r} (import or pull it first)")
-        spec.task_template.container_spec.image = pinned
         return spec
+
+    async def _choose_image(self, request: web.Request, spec: ServiceSpec, current: Service | None) -> ImageChoice:
+        """Swarm's --resolve-image and --with-registry-auth, on the node that received the call.
+        Query parameters (Shoal's, documented in README): resolveImage=always|changed|never
+        (default never, as Docker's API, whose CLI resolves before it calls), and
+        withRegistryAuth=true to keep this node's login for the image's registry with the
+        service; Docker's X-Registry-Auth header gives the credentials explicitly."""
+        q = request.query
+        try:
+            mode = imagepin.parse_mode(q.get("resolveImage"))
+            with_auth = pullauth.parse_flag(q.get("withRegistryAuth"), "withRegistryAuth")
+            given = pullauth.parse_registry_auth(request.headers.get("X-Registry-Auth", ""))
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from None
+        image = spec.task_template.container_spec.image
+        warnings: list[str] = []
+        wanted = with_auth or mode != "never"
+        stored = self.images.stored_auth(image) if self.images is not None and not given and wanted else ""
+        keep = given or (stored if with_auth else "")
+        if with_auth and not keep:
+            host = _registry_of(image)
+            warnings.append(f"withRegistryAuth: this node holds no login for {host} (shoal login {host}); "
+                            f"the workers will pull {image} with their own, or anonymously")
+        current_image = current.spec.task_template.container_spec.image if current is not None else None
+        # The registry is asked with the request's credentials, else this node's login, even
+        # when none are kept with the service (better than Docker's CLI, which asks anonymously).
+        pinned = await imagepin.pin_image(image, mode, current_image, self.images, given or stored)
+        return ImageChoice(pinned.image, keep, warnings + pinned.warnings)
+
+    def _should_forward(self, m: Manager) -> bool:
+        return self.forwards and not m.is_leader
+
+    async def _forward_service_write(self, m: Manager, request: web.Request, spec: ServiceSpec | None,
+                                     choice: ImageChoice | None) -> web.Response:
+        """Send a prepared create/update to the leader: the final image (resolveImage=never, so
+        the leader keeps it), and the credentials to keep in X-Registry-Auth."""
+        query = {k: v for k, v in request.query.items() if k not in ("resolveImage", "withRegistryAuth")}
+        headers = {}
+        body = b""
+        if spec is not None and choice is not None:
+            spec.task_template.container_spec.image = choice.image
+            query["resolveImage"] = "never"
+            if choice.registry_auth:
+                headers["X-Registry-Auth"] = choice.registry_auth
+            body = json.dumps(codec.encode(spec)).encode()
+        path_qs = request.path + ("?" + urlencode(query) if query else "")
+        status, payload, ctype = await m.forward(request.method, path_qs, body, "application/json", headers)
+        if choice is not None and choice.warnings and status < 300:
+            try:
+                reply = json.loads(payload)
+                reply["Warnings"] = choice.warnings + list(reply.get("Warnings") or [])
+                return web.json_response(reply, status=status)
+            except (ValueError, AttributeError):
+                pass
+        return web.Response(status=status, body=payload, content_type=ctype or "application/json")
 
     async def service_create(self, request: web.Request) -> web.Response:
         m = self.get_manager()
         spec = self._decode_spec(await read_json(request))
+        choice = await self._choose_image(request, spec, None)
+        if self._should_forward(m):
+            return await self._forward_service_write(m, request, spec, choice)
+        spec.task_template.container_spec.image = choice.image
+        pullauth.attach(spec, choice.registry_auth)
         service = Service(id=new_id(), spec=spec)
         await self._propose(m, [Action("create", "service", service)])
-        return web.json_response({"ID": service.id}, status=201)
+        return web.json_response({"ID": service.id, "Warnings": choice.warnings}, status=201)
 
     async def service_placement(self, request: web.Request) -> web.Response:
         """Shoal's read-only preview (see manager/placementapi.py): where the new tasks of
@@ -332,12 +417,12 @@ class ControlAPI:
         filters = parse_filters(request)
         services = sorted(m.store.list("service"), key=lambda s: s.spec.name)
         services = [s for s in services if _match_service(s, filters)]
-        return web.json_response([codec.encode(s) for s in services])
+        return web.json_response([pullauth.redact_service(codec.encode(s)) for s in services])
 
     async def service_inspect(self, request: web.Request) -> web.Response:
         m = self.get_manager()
         svc = find_one(m.store.list("service"), request.match_info["id"], "service", service_names)
-        return web.json_response(codec.encode(svc))
+        return web.json_response(pullauth.redact_service(codec.encode(svc)))
 
     async def service_update(self, request: web.Request) -> web.Response:
         """Docker's POST /services/{id}/update: a new spec (the old one becomes PreviousSpec and
@@ -350,8 +435,15 @@ class ControlAPI:
         rollback = request.query.get("rollback", "")
         if rollback not in ("", "previous"):
             raise APIError(400, f"rollback: must be previous, got {rollback!r}")
+        try:
+            auth_from = pullauth.parse_auth_from(request.query.get("registryAuthFrom"))
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from None
         now = time.time()
+        warnings: list[str] = []
         if rollback:
+            if self._should_forward(m):
+                return await self._forward_service_write(m, request, None, None)
             try:
                 new = manual_rollback(svc, now)
             except ValueError as exc:
@@ -361,6 +453,12 @@ class ControlAPI:
             if _mode_kind(spec) != _mode_kind(svc.spec):
                 raise APIError(400, f"Mode: service mode change is not allowed ({_mode_kind(svc.spec)} to "
                                     f"{_mode_kind(spec)}): remove the service and create it again")
+            choice = await self._choose_image(request, spec, svc)
+            if self._should_forward(m):
+                return await self._forward_service_write(m, request, spec, choice)
+            spec.task_template.container_spec.image = choice.image
+            pullauth.attach(spec, choice.registry_auth, svc, auth_from)
+            warnings = choice.warnings
             new = copy.deepcopy(svc)
             new.previous_spec = copy.deepcopy(svc.spec)
             new.spec = spec
@@ -370,7 +468,7 @@ class ControlAPI:
             new.job_status.last_execution = timestamp(now)
         new.version.index = int(version)
         await self._propose(m, [Action("update", "service", new)])
-        return web.json_response({"Warnings": []})
+        return web.json_response({"Warnings": warnings})
 
     async def service_remove(self, request: web.Request) -> web.Response:
         m = self.get_manager()
@@ -485,7 +583,7 @@ class ControlAPI:
                 continue
             tasks.append(t)
         tasks.sort(key=lambda t: (t.service_id, t.slot, t.created_at))
-        return web.json_response([codec.encode(t) for t in tasks])
+        return web.json_response([pullauth.redact_task(codec.encode(t)) for t in tasks])
 
     def _running_task(self, m: Manager, ref: str) -> Task:
         task = find_one(m.store.list("task"), ref, "task", lambda t: [])
@@ -533,13 +631,20 @@ class ControlAPI:
     async def task_inspect(self, request: web.Request) -> web.Response:
         m = self.get_manager()
         task = find_one(m.store.list("task"), request.match_info["id"], "task", lambda t: [])
-        return web.json_response(codec.encode(task))
+        return web.json_response(pullauth.redact_task(codec.encode(task)))
 
     async def _propose(self, m: Manager, actions: list[Action]) -> None:
         try:
             await m.propose(actions)
         except StoreError as exc:
             raise APIError(exc.status, str(exc)) from None
+
+
+def _registry_of(image: str) -> str:
+    try:
+        return image_registry(image)
+    except ValueError:
+        return image
 
 
 def _mode_kind(spec: ServiceSpec) -> str:

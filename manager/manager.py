@@ -148,8 +148,10 @@ class Manager:
         self.transport.heard_from(msg.frm)
         self.raft.step(msg)
 
-    async def forward(self, method: str, path_qs: str, body: bytes, content_type: str) -> tuple[int, bytes, str]:
-        """Send a write that reached a follower to the leader's control API (mutual TLS)."""
+    async def forward(self, method: str, path_qs: str, body: bytes, content_type: str,
+                      headers: dict[str, str] | None = None) -> tuple[int, bytes, str]:
+        """Send a write that reached a follower to the leader's control API (mutual TLS);
+        `headers` adds request headers (a service's X-Registry-Auth)."""
         import aiohttp
         leader = self.leader_addr()
         if not leader or self.raft.leader_id == self.node_id:
@@ -157,7 +159,8 @@ class Manager:
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, sock_connect=2)) as http:
                 async with http.request(method, f"https://{leader}/control{path_qs}", data=body,
-                                        headers={"Content-Type": content_type}, ssl=self.ssl_context()) as resp:
+                                        headers={**(headers or {}), "Content-Type": content_type},
+                                        ssl=self.ssl_context()) as resp:
                     return resp.status, await resp.read(), resp.content_type
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise NoLeader(f"the leader at {leader} could not be reached: {exc or type(exc).__name__}") from None

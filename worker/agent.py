@@ -17,6 +17,7 @@ from api.ids import timestamp
 from api.objects import ContainerStatus, Task, TaskStatus, is_terminal, state_rank
 from worker.executor import (TaskRejected, container_config, container_id, health_config, resolve_image,
                              stop_policy)
+from worker.images.puller import ImagePuller, PullFailed
 from worker.images.store import ImageStore
 from worker.networks import NodeNetworking
 from worker.runtime import ContainerState, Runtime, UserNamespace
@@ -118,7 +119,11 @@ class TaskController:
         self.report("accepted", "accepted")
         self.report("preparing", "preparing")
         try:
-            image = resolve_image(self.agent.images, self.task)
+            image = await self._image_unless_stopped()
+            if image is None:
+                self.report("shutdown", "shutdown before start")
+                await self._wait_removed()
+                return
             layers = await asyncio.to_thread(self.agent.images.layer_dirs, image)
             cfg = container_config(self.task, image, layers, self.agent.volumes_root, self.agent.userns)
             self.health = health_config(self.task, image)
@@ -156,6 +161,36 @@ class TaskController:
             self.report("running", "started", pid=pid)
         await self._supervise(pid, image)
         await self._wait_removed()
+
+    async def _image_unless_stopped(self):
+        """The image, or None when the task is stopped or removed while its image is pulled
+        (the pull goes on for the other tasks that wait for it)."""
+        getting = asyncio.ensure_future(self._image())
+        changed: asyncio.Future | None = None
+        try:
+            while not getting.done():
+                if self.wants_stop():
+                    return None
+                changed = asyncio.ensure_future(self._changed())
+                await asyncio.wait({getting, changed}, return_when=asyncio.FIRST_COMPLETED)
+            return getting.result()
+        finally:
+            for fut in (getting, changed):
+                if fut is not None and not fut.done():
+                    fut.cancel()
+
+    async def _image(self):
+        """The task's image, pulled first when this node lacks it (the task stays preparing
+        meanwhile, as in Swarm, and says so); a failed pull rejects the task with the reason."""
+        cs = self.task.spec.container_spec
+        if self.agent.puller is None:
+            return await asyncio.to_thread(resolve_image, self.agent.images, self.task)
+        auth = cs.pull_options.registry_auth if cs.pull_options is not None else ""
+        try:
+            return await self.agent.puller.ensure(
+                cs.image, auth, on_pull=lambda: self.report("preparing", f"pulling {cs.image}"))
+        except PullFailed as exc:
+            raise TaskRejected(str(exc)) from None
 
     async def _release_networks(self) -> None:
         """The container has ended: its network interfaces go (and networks no task needs),
@@ -236,12 +271,13 @@ class TaskController:
 
 class Agent:
     def __init__(self, node_id: str, runtime: Runtime, images: ImageStore, networks: NodeNetworking | None = None,
-                 userns: UserNamespace | None = None):
+                 puller: ImagePuller | None = None, userns: UserNamespace | None = None):
         self.node_id = node_id
         self.runtime = runtime
         self.images = images
         self.networks = networks  # overlay networks (worker/networks.py); None: containers get none
         self.userns = userns      # shoald --userns-remap: the range every new container is mapped to
+        self.puller = puller  # pulls the images tasks need; None: only images already here run
         self.volumes_root = runtime.root.parent / "volumes"
         self.files = TaskFiles(runtime.root.parent / "taskfiles")  # secrets and configs
         self.controllers: dict[str, TaskController] = {}
@@ -333,3 +369,5 @@ class Agent:
         for ctl in self.controllers.values():
             if ctl.runner:
                 ctl.runner.cancel()
+        if self.puller is not None:
+            self.puller.close()

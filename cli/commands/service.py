@@ -11,6 +11,7 @@ from cli.client import CLIError, Client
 from cli.commands.common import client, remove_each
 from cli.output import ago, print_json, table
 from cli.runopts import RunFlags, RunUpdateFlags, apply_create, apply_update as apply_run_update
+from cli.registryflags import RESOLVE_IMAGE_HELP, WITH_REGISTRY_AUTH_HELP, echo_warnings, registry_params
 from cli.serviceopts import ServiceOptions, UpdateFlags, UpdateOptions, apply_update, build_spec
 
 app = typer.Typer(help="Manage swarm services.", no_args_is_help=True)
@@ -133,8 +134,9 @@ def post_update(c: Client, ref: str, change, params: dict | None = None) -> dict
     for attempt in range(5):
         svc = c.get(f"/services/{ref}")
         try:
-            c.post(f"/services/{svc['ID']}/update", params={"version": str(svc["Version"]["Index"]), **(params or {})},
-                   body=change(svc["Spec"]))
+            result = c.post(f"/services/{svc['ID']}/update",
+                            params={"version": str(svc["Version"]["Index"]), **(params or {})}, body=change(svc["Spec"]))
+            echo_warnings(result)
             return svc
         except CLIError as exc:
             if "out of sequence" not in str(exc) or attempt == 4:
@@ -189,6 +191,8 @@ def create(
     network: List[str] = typer.Option([], "--network", help="Attach to an overlay network (NAME or name=N,alias=A)."),
     publish: List[str] = typer.Option([], "--publish", "-p", help="Publish a port: 8080:80 or published=8080,target=80[,mode=host]."),
     endpoint_mode: Optional[str] = typer.Option(None, "--endpoint-mode", help="vip (default) or dnsrr."),
+    resolve_image: str = typer.Option("always", "--resolve-image", help=RESOLVE_IMAGE_HELP),
+    with_registry_auth: bool = typer.Option(False, "--with-registry-auth", help=WITH_REGISTRY_AUTH_HELP),
     detach: bool = typer.Option(False, "--detach", "-d", help="Exit immediately instead of waiting for the service to converge."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress progress output."),
     **kw,
@@ -211,8 +215,10 @@ def create(
         spec = apply_create(build_spec(opts), run_flags(kw, RunFlags))
     except ValueError as exc:
         raise CLIError(str(exc), 2) from None
+    params = registry_params(resolve_image, with_registry_auth)
     c = client(ctx)
-    result = c.post("/services/create", body=spec)
+    result = c.post("/services/create", params=params, body=spec)
+    echo_warnings(result)
     typer.echo(result["ID"])
     if not detach:
         wait_for(c, result["ID"], quiet)
@@ -258,11 +264,14 @@ def update(
     stop_signal: Optional[str] = typer.Option(None, "--stop-signal", help="Signal to stop the container."),
     force: bool = typer.Option(False, "--force", help="Force an update even if no changes require it."),
     rollback: bool = typer.Option(False, "--rollback", help="Roll back to the previous specification."),
+    resolve_image: str = typer.Option("always", "--resolve-image", help=RESOLVE_IMAGE_HELP),
+    with_registry_auth: bool = typer.Option(False, "--with-registry-auth", help=WITH_REGISTRY_AUTH_HELP),
     detach: bool = typer.Option(False, "--detach", "-d", help="Exit immediately instead of waiting for the service to converge."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Suppress progress output."),
     **kw,
 ) -> None:
     """Update a service: a rolling update replaces its tasks when their template changes."""
+    params = registry_params(resolve_image, with_registry_auth)
     c = client(ctx)
     if rollback:
         do_rollback(c, service, detach, quiet)
@@ -283,7 +292,7 @@ def update(
             return apply_run_update(apply_update(spec, opts), run_flags(kw, RunUpdateFlags))
         except ValueError as exc:
             raise CLIError(str(exc), 2) from None
-    svc = post_update(c, service, change)
+    svc = post_update(c, service, change, params)
     typer.echo(service)
     if not detach:
         wait_for(c, svc["ID"], quiet)

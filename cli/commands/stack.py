@@ -11,6 +11,7 @@ import typer
 from cli.client import CLIError
 from cli.commands.common import client
 from cli.output import table
+from cli.registryflags import RESOLVE_IMAGE_HELP, WITH_REGISTRY_AUTH_HELP, registry_params
 
 if TYPE_CHECKING:
     from cli import stackplan
@@ -25,10 +26,13 @@ def deploy(ctx: typer.Context,
            compose_file: List[str] = typer.Option(..., "--compose-file", "-c", help="Compose file ('-' for stdin); repeat to merge."),
            stack: str = typer.Argument(..., help="Stack name."),
            prune: bool = typer.Option(False, "--prune", help="Remove the stack's services, networks, secrets and configs that are no longer in the files."),
-           dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change and where new tasks would go; change nothing.")) -> None:
+           dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change and where new tasks would go; change nothing."),
+           resolve_image: str = typer.Option("always", "--resolve-image", help=RESOLVE_IMAGE_HELP),
+           with_registry_auth: bool = typer.Option(False, "--with-registry-auth", help=WITH_REGISTRY_AUTH_HELP)) -> None:
     """Deploy a new stack or update an existing one."""
     from cli import stackapply, stackplan  # here, not at the top: every other command starts faster
     from cli.compose import ComposeError, load_stack
+    registry = registry_params(resolve_image, with_registry_auth)
     if not stack or not all(ch.isalnum() or ch in "_-." for ch in stack):
         raise CLIError(f"STACK: invalid name {stack!r} (letters, digits, '_', '-', '.')", 2)
     stdin_text = sys.stdin.read() if "-" in compose_file else None
@@ -56,7 +60,7 @@ def deploy(ctx: typer.Context,
     if not changes.steps:
         typer.echo(f"Stack {stack} is up to date: nothing changed.")
         return
-    if not stackapply.apply(c, changes, objects):
+    if not stackapply.apply(c, changes, objects, registry):
         raise typer.Exit(1)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
 from api.ids import parse_timestamp, timestamp
-from api.objects import SECOND, Node, Service, Task, UpdateConfig, UpdateStatus, is_terminal
+from api.objects import SECOND, Node, Service, Task, UpdateConfig, UpdateStatus, is_terminal, state_rank
 from manager.orchestrator.replicated import ACTIVE_DESIRED, new_task, slot_settled
 from manager.scheduling import global_eligible
 from manager.store import Action
@@ -63,6 +63,12 @@ def config_for(service: Service, rollback: bool) -> UpdateConfig:
     return service.spec.update_config or DEFAULT_UPDATE
 
 
+def _pulled(task: Task) -> bool:
+    """Meant to run, and between ready and running: its node has the image already."""
+    return (state_rank(task.desired_state) <= state_rank("running")
+            and state_rank("ready") <= state_rank(task.status.state) <= state_rank("running"))
+
+
 def is_dirty(service: Service, task: Task, node: Node | None = None) -> bool:
     """The task was made from another spec than the service's current task template (a changed
     ForceUpdate counts). As in Swarm, a change of placement constraints alone leaves a task
@@ -70,6 +76,13 @@ def is_dirty(service: Service, task: Task, node: Node | None = None) -> bool:
     template = service.spec.task_template
     if task.spec == template:
         return False
+    if _pulled(task) and template.container_spec.pull_options != task.spec.container_spec.pull_options:
+        # As Swarm: new registry credentials alone do not replace a task that has its image
+        # already (swarmkit#971); they are for the pulls still to come.
+        template = copy.deepcopy(template)
+        template.container_spec.pull_options = task.spec.container_spec.pull_options
+        if task.spec == template:
+            return False
     if node is None or template.placement is None:
         return True
     same = copy.copy(task.spec)

@@ -152,7 +152,8 @@ def test_stack_deploy_and_bad_input(daemon, busybox_tar):
 
     refused("service", "create", "--bogus", "busybox", expect="No such option")
     refused("service", "create", "--name", "x", "--replicas", "-1", "busybox", expect="--replicas")
-    refused("service", "create", "--name", "x", "nosuchimage:1", expect="no such image")
+    refused("service", "create", "--name", "x", "Nosuchimage:1", expect="TaskTemplate.ContainerSpec.Image: reference:")
+    refused("service", "create", "--name", "x", "--resolve-image", "sometimes", "busybox", expect="--resolve-image")
     refused("service", "create", "--name", "hello_web", "busybox", "true", expect="already exists")
     refused("service", "create", "--name", "x", "--limit-memory", "lots", "busybox", expect="--limit-memory")
     refused("service", "scale", "hello_web=-1", expect="replicas must be 0 or more")

@@ -178,12 +178,12 @@ def test_redeploying_changes_nothing_and_a_dry_run_shows_an_edit_without_making_
             "node.labels.tier==none)") in out, out
 
     bad = tmp_path / "bad.yml"
-    bad.write_text(text.replace("busybox:latest", "nosuch:1"))
+    bad.write_text(text.replace("busybox:latest", "NoSuch:1"))  # not a valid reference
     r = st.deploy("shop", bad, "--dry-run", check=False)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "services.shop_web: TaskTemplate.ContainerSpec.Image: no such image 'nosuch:1'" in r.stderr, r.stderr
+    assert "services.shop_web: TaskTemplate.ContainerSpec.Image: reference: repository name 'NoSuch' must be lowercase" in r.stderr, r.stderr
     r = st.deploy("other", bad, check=False)
-    assert r.returncode == 1 and "services.other_web: TaskTemplate.ContainerSpec.Image: no such image" in r.stderr
+    assert r.returncode == 1 and "services.other_web: TaskTemplate.ContainerSpec.Image: reference:" in r.stderr
     assert "Creating" not in r.stdout, "refused before anything changed"
 
     assert {name: s["Version"]["Index"] for name, s in st.services().items()} == before, "the dry runs changed nothing"

@@ -6,6 +6,7 @@ config.json ({"auths": {"registry": {"auth": base64("user:password")}}}), mode 0
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass
@@ -80,6 +81,35 @@ def parse_challenge(header: str) -> Challenge | None:
             params[key] = rest[i:end].strip()
             i = end
     return Challenge(scheme.lower(), params)
+
+
+def encode_auth_config(server: str, creds: Credentials) -> str:
+    """Docker's auth config as X-Registry-Auth and PullOptions.RegistryAuth carry it: base64url
+    of {"username", "password", "serveraddress"} (server "" when the config names none)."""
+    body = {"username": creds.username, "password": creds.password,
+            "serveraddress": registry_key(server) if server else ""}
+    return base64.urlsafe_b64encode(json.dumps(body, sort_keys=True).encode()).decode()
+
+
+def decode_auth_config(text: str) -> tuple[str, Credentials] | None:
+    """(server, credentials) of an encoded auth config; server is "" when it names none. None
+    when it carries no username (an empty or identity-token config: an anonymous pull).
+    ValueError when it is not base64url JSON."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        body = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ValueError("not base64url-encoded JSON") from None
+    if not isinstance(body, dict):
+        raise ValueError("not a JSON object")
+    if not body.get("username"):
+        return None
+    server = body.get("serveraddress") or ""
+    if not isinstance(server, str):
+        raise ValueError("serveraddress: must be a string")
+    return (registry_key(server) if server else ""), Credentials(str(body["username"]), str(body.get("password", "")))
 
 
 class CredentialStore:

@@ -333,6 +333,24 @@ class RegistryClient:
             raise RegistryError(f"manifest: {repository}:{ref} is larger than {MAX_MANIFEST} bytes")
         return body, resp.headers.get("Content-Type", ""), resp.headers.get("Docker-Content-Digest")
 
+    async def manifest_digest(self, host: str, repository: str, ref: str) -> str:
+        """The digest a tag points to now (the manifest list's for a multi-platform image), as
+        `docker service create` records it: HEAD first (cheap, and not counted by registries
+        that rate-limit pulls); a GET, hashed here, when HEAD gives no Docker-Content-Digest,
+        and so that a refusal carries the registry's own error text."""
+        resp = await self._send("HEAD", host, f"/v2/{repository}/manifests/{ref}", scope_for(repository),
+                                headers={"Accept": ACCEPT})
+        announced = resp.headers.get("Docker-Content-Digest", "") if resp.status == 200 else ""
+        resp.release()
+        if re.match(r"^sha256:[a-f0-9]{64}$", announced):
+            return announced
+        body, _, announced = await self.get_manifest(host, repository, ref)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if announced and announced != digest:
+            raise DigestMismatchError(f"manifest: {repository}:{ref} announced {announced} but its content "
+                                      f"has {digest}; refused")
+        return digest
+
     async def get_blob(self, host: str, repository: str, desc: Descriptor, limit: int = MAX_CONFIG) -> bytes:
         """A small blob (a config) in memory, checked against its descriptor."""
         if desc.size > limit:
