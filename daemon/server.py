@@ -25,7 +25,7 @@ async def errors(request: web.Request, handler):
 
 
 # Writes every node answers itself; every other write is the leader's.
-LOCAL_WRITES = ("/swarm/init", "/swarm/join", "/swarm/leave", "/images/", "/auth")
+LOCAL_WRITES = ("/swarm/init", "/swarm/join", "/swarm/leave", "/swarm/unlock", "/images/", "/auth")
 
 
 def forward_writes(node: NodeDaemon):
