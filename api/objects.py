@@ -415,18 +415,32 @@ class CAConfig:
 
 
 @dataclass
+class EncryptionConfig:
+    # Swarm's autolock: managers' Raft state (and TLS keys) encrypted at rest under a key
+    # that is not on their disks; a restarted manager waits for `shoal swarm unlock`.
+    auto_lock_managers: bool = False
+
+
+@dataclass
 class SwarmSpec:
     name: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
     orchestration: OrchestrationConfig = field(default_factory=OrchestrationConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     ca_config: CAConfig = field(default_factory=CAConfig)
+    encryption_config: EncryptionConfig = field(default_factory=EncryptionConfig)
 
 
 @dataclass
 class JoinTokens:
     worker: str = ""
     manager: str = ""
+
+
+@dataclass
+class EncryptionKey:
+    subsystem: str = ""  # "manager": the unlock key of the managers' state at rest
+    key: str = ""  # SWMKEY-1-...
 
 
 @dataclass
@@ -448,6 +462,13 @@ class Cluster:
     root_ca_key: str = ""
     # base64 of the 32-byte key that seals secrets in the store; managers only, never served.
     secrets_key: str = ""
+    # The unlock key while autolock is on (Swarm's UnlockKeys), replicated so that every
+    # manager wraps its data key with the same one. Managers only: the API never returns it
+    # except through GET /swarm/unlockkey.
+    unlock_keys: list[EncryptionKey] = field(default_factory=list)
+
+    def unlock_key(self) -> str:
+        return next((k.key for k in self.unlock_keys if k.subsystem == "manager"), "")
 
 
 # --- networks -----------------------------------------------------------------------------

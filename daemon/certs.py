@@ -15,6 +15,7 @@ import base64
 import datetime as dt
 import random
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 import msgpack
@@ -26,6 +27,35 @@ from manager.ca import NodeCredentials, client_context, make_csr, make_node_key,
 from manager.ca import storage as ca_storage
 from manager.ca.pem import as_certs, key_pem
 from manager.ca.root import ca_digest
+
+
+class KeyPasswords(Protocol):
+    """Where a manager with autolock on keeps its TLS key's passphrases (daemon/autolock.py)."""
+
+    def tls_password(self) -> bytes | None: ...  # to write the key with (None: in the clear)
+
+    def tls_passwords(self) -> tuple[bytes, ...]: ...  # any the key may be under
+
+
+class _Plain:
+    def tls_password(self) -> bytes | None:
+        return None
+
+    def tls_passwords(self) -> tuple[bytes, ...]:
+        return ()
+
+
+PLAIN = _Plain()
+
+
+def load_credentials(certs_dir: Path, pw: KeyPasswords = PLAIN) -> NodeCredentials:
+    return ca_storage.load_node_credentials(certs_dir, pw.tls_passwords())
+
+
+def save_credentials(certs_dir: Path, key, cert, ca_certs, pw: KeyPasswords = PLAIN) -> None:
+    # The password is looked up now, at the moment of writing, so a write that waited on the
+    # network uses the key current when it lands (a data key rotation may have happened).
+    ca_storage.save_node_credentials(certs_dir, key, cert, ca_certs, pw.tls_password())
 
 
 def issuer_of(cert: x509.Certificate, roots) -> x509.Certificate | None:
@@ -63,19 +93,20 @@ def wants_renewal(creds: NodeCredentials, root_digest: str, now: dt.datetime, ji
     return needs_renewal(creds.cert, now, jitter) or (bool(root_digest) and issued_by_digest(creds) != root_digest)
 
 
-def save_trust_bundle(certs_dir: Path, creds: NodeCredentials, trust_root_pem: str) -> bool:
+def save_trust_bundle(certs_dir: Path, creds: NodeCredentials, trust_root_pem: str, pw: KeyPasswords = PLAIN) -> bool:
     """Adopt the roots the managers trust now (received over the authenticated session).
     Returns whether anything changed. The node's own certificate must stay verifiable."""
     roots = as_certs(trust_root_pem.encode(), "TrustRoot")
     if {ca_digest(c) for c in roots} == {ca_digest(c) for c in creds.ca_certs}:
         return False
-    ca_storage.save_node_credentials(certs_dir, creds.key, creds.cert, roots)
+    save_credentials(certs_dir, creds.key, creds.cert, roots, pw)
     return True
 
 
-async def renew_remote(certs_dir: Path, manager_addr: str, timeout: float = 15, redirects: int = 3) -> NodeCredentials:
+async def renew_remote(certs_dir: Path, manager_addr: str, timeout: float = 15, redirects: int = 3,
+                       pw: KeyPasswords = PLAIN) -> NodeCredentials:
     """Ask the leader for a new certificate (new key) over mutual TLS with the current one."""
-    creds = ca_storage.load_node_credentials(certs_dir)
+    creds = load_credentials(certs_dir, pw)
     key = make_node_key()
     body = msgpack.packb({"CSR": make_csr(key)})
     ctx = client_context(creds, creds.ca_certs)
@@ -86,12 +117,12 @@ async def renew_remote(certs_dir: Path, manager_addr: str, timeout: float = 15, 
             if resp.status == 421 and redirects > 0:
                 leader = (await resp.json(content_type=None)).get("Leader") or ""
                 if leader:
-                    return await renew_remote(certs_dir, leader, timeout, redirects - 1)
+                    return await renew_remote(certs_dir, leader, timeout, redirects - 1, pw)
             if resp.status >= 400:
                 raise RuntimeError(f"renewal refused: {payload.decode(errors='replace')[:200]}")
     reply = msgpack.unpackb(payload, raw=False)
-    ca_storage.save_node_credentials(certs_dir, key_pem(key), reply["Certificate"], reply["CACerts"])
-    return ca_storage.load_node_credentials(certs_dir)
+    save_credentials(certs_dir, key_pem(key), reply["Certificate"], reply["CACerts"], pw)
+    return load_credentials(certs_dir, pw)
 
 
 def renewal_jitter() -> float:

@@ -18,9 +18,10 @@ from aiohttp import web
 
 from api.ids import new_id
 from daemon import certs, statedir
+from daemon.autolock import Autolock
 from daemon.serviceimages import NodeImages
 from api.objects import (
-    CAConfig, Cluster, EngineDescription, JoinTokens, ManagerStatus, Node, NodeDescription, NodeSpec,
+    Cluster, EncryptionKey, EngineDescription, JoinTokens, ManagerStatus, Node, NodeDescription, NodeSpec,
     NodeStatus, Platform, Resources, SECOND, SwarmSpec,
 )
 from manager.ca import storage as ca_storage
@@ -32,7 +33,10 @@ from manager.ca.tokens import JoinTokens as CAJoinTokens
 from manager.allocator import key_rotation_loop
 from manager.clusterapi import ClusterAPI
 from manager import secretbox
+from manager.encryption import InvalidUnlockKey, KeyFileError, new_unlock_key, parse_unlock_key
 from manager.manager import Manager
+from manager.raft.storage.disk import remove_storage
+from manager.raft.storage.memory import StorageError
 from manager.store import Action
 from worker.agent import Agent
 from worker.images.nodeclient import node_registry_client
@@ -59,6 +63,14 @@ class NotAManager(NodeError):
     def __init__(self):
         super().__init__('This node is not a swarm manager. Use "shoal swarm init" or "shoal swarm join" '
                          "to connect this node to a swarm and try again.")
+
+
+class SwarmLocked(NodeError):
+    status = 503
+
+    def __init__(self):
+        super().__init__('Swarm is encrypted and needs to be unlocked before it can be used. '
+                         'Please use "shoal swarm unlock" to unlock it.')
 
 
 @dataclass
@@ -107,6 +119,9 @@ class NodeDaemon:
         self._manager_tasks: list[asyncio.Task] = []
         self._role_task: asyncio.Task | None = None
         self._raft_members: set[str] = set()
+        self.autolock = Autolock(self.swarm_dir, self.raft_dir)
+        self.locked = False  # a manager with autolock on, restarted and not unlocked yet
+        self._recover_after_unlock = False  # --force-new-cluster given while locked
 
     @property
     def swarm_dir(self) -> Path:
@@ -115,6 +130,17 @@ class NodeDaemon:
     @property
     def certs_dir(self) -> Path:
         return self.swarm_dir / "certs"
+
+    @property
+    def raft_dir(self) -> Path:
+        return self.state_dir / "raft"
+
+    def load_creds(self):
+        """The node's TLS credentials (the key decrypted with the data key when autolock is on)."""
+        return certs.load_credentials(self.certs_dir, self.autolock)
+
+    def save_creds(self, key, cert, ca_certs) -> None:
+        certs.save_credentials(self.certs_dir, key, cert, ca_certs, self.autolock)
 
     def _identity_path(self) -> Path:
         return self.swarm_dir / "node.json"
@@ -139,15 +165,63 @@ class NodeDaemon:
             return
         self.identity = json.loads(self._identity_path().read_text())
         self.node_id = self.identity["NodeID"]
+        if force_new_cluster and self.identity.get("Role") != "manager":
+            raise NodeError("--force-new-cluster: this node is not a manager; only a manager's state can be recovered")
+        try:
+            locked = self.identity.get("Role") == "manager" and self.autolock.locked()
+        except KeyFileError as exc:
+            raise NodeError(f"this manager's key file is unusable: {exc}") from None
+        if locked:
+            # Swarm's autolock: neither Raft nor the agent can start (the data key and the TLS
+            # key are wrapped); the socket answers, and `shoal swarm unlock` starts the rest.
+            self.locked = True
+            self._recover_after_unlock = force_new_cluster
+            log.warning("this manager is locked: run `shoal swarm unlock` and give the swarm's unlock key")
+            return
+        await self._start_member(force_new_cluster)
+
+    async def _start_member(self, force_new_cluster: bool = False) -> None:
         if force_new_cluster:
-            if self.identity.get("Role") != "manager":
-                raise NodeError("--force-new-cluster: this node is not a manager; only a manager's state can be recovered")
-            from manager.raft.recover import force_new_cluster as recover
-            recover(self.state_dir / "raft", self.node_id)
-            log.warning("forced a new cluster of one from this manager's state")
+            self._force_new_cluster()
         if self.identity.get("Role") == "manager":
             await self._start_manager(bootstrap=False)
         await self._start_agent()
+
+    def _force_new_cluster(self) -> None:
+        from manager.raft.recover import force_new_cluster as recover
+        try:
+            self.autolock.finish_rotation()
+            recover(self.raft_dir, self.node_id, self.autolock.keys.crypter())
+        except (StorageError, KeyFileError) as exc:
+            raise NodeError(f"--force-new-cluster: {exc}") from None
+        self._recover_after_unlock = False
+        log.warning("forced a new cluster of one from this manager's state")
+
+    async def unlock(self, key_text: str) -> None:
+        """`shoal swarm unlock`: unwrap the data key with the unlock key, then start Raft, the
+        manager and the agent, as a restart without autolock would have."""
+        async with self._lock:
+            if not self._identity_path().exists():
+                raise NodeError("This node is not part of a swarm")
+            if not self.locked:
+                raise NodeError("swarm is not locked")
+            try:
+                self.autolock.unlock(key_text)
+            except InvalidUnlockKey as exc:
+                raise NodeError(str(exc)) from None
+            except KeyFileError as exc:
+                raise NodeError(f"this manager's key file is unusable: {exc}") from None
+            self.locked = False
+            try:
+                await self._start_member(self._recover_after_unlock)
+            except BaseException as exc:
+                await self._stop_member(stop_containers=False)
+                self.autolock.forget()
+                self.locked = True
+                if isinstance(exc, Exception) and not isinstance(exc, NodeError):
+                    raise NodeError(f"the key fits, but the manager could not start: {exc}") from None
+                raise
+            log.info("unlocked")
 
     async def stop(self) -> None:
         await self._stop_member(stop_containers=False)
@@ -184,6 +258,8 @@ class NodeDaemon:
     # --- queries --------------------------------------------------------------------------
 
     def require_manager(self) -> Manager:
+        if self.locked:
+            raise SwarmLocked()
         if self.manager is None:
             raise NotAManager()
         return self.manager
@@ -192,7 +268,7 @@ class NodeDaemon:
         info = None
         if self.certs_dir.exists():
             try:
-                info = certs.tls_info(ca_storage.load_node_credentials(self.certs_dir))
+                info = certs.tls_info(self.load_creds())
             except Exception as exc:  # unreadable credentials: say so in the log, describe the rest
                 log.warning("node credentials: %s", exc)
         return NodeDescription(
@@ -213,24 +289,29 @@ class NodeDaemon:
         return ClusterCA(signer=signer, trusted=as_certs(cluster.tls_info.trust_root.encode(), "TrustRoot"))
 
     def _client_ssl(self):
-        creds = ca_storage.load_node_credentials(self.certs_dir)
+        creds = self.load_creds()
         return client_context(creds, creds.ca_certs)
 
     # --- init, join, leave ------------------------------------------------------------------
 
-    async def swarm_init(self, advertise_addr: str = "", listen_addr: str = "") -> str:
+    async def swarm_init(self, advertise_addr: str = "", listen_addr: str = "", spec: SwarmSpec | None = None) -> str:
+        """`spec` (validated by the caller) is the new swarm's; with autolock, the unlock key is
+        made here and the data key wrapped by it before anything is written."""
         async with self._lock:
             if self._identity_path().exists():
                 raise NodeError("This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.")
             listen = normalize_listen(listen_addr or self.config.listen_addr)
             advertise = normalize_advertise(advertise_addr or self.config.advertise_addr, listen)
+            spec = spec or SwarmSpec()
             cluster_id, node_id = new_id(), new_id()
-            shutil.rmtree(self.state_dir / "raft", ignore_errors=True)  # leftovers of an init that crashed
+            remove_storage(str(self.raft_dir))  # leftovers of an init that crashed
+            unlock_key = new_unlock_key() if spec.encryption_config.auto_lock_managers else ""
+            self.autolock.create(parse_unlock_key(unlock_key) if unlock_key else None)
             ca = ClusterCA.create()
             key = make_node_key()
             cert = sign_csr(ca, make_csr(key), node_id, "manager", cluster_id)
             statedir.private_dir(self.swarm_dir)  # the node's key goes in: 0700 before it is written
-            ca_storage.save_node_credentials(self.certs_dir, key, cert, ca.signer.cert)
+            self.save_creds(key, cert, ca.signer.cert)
             tokens = CAJoinTokens.generate(ca.signer.cert)
             self.node_id = node_id
             self.identity = {"NodeID": node_id, "ClusterID": cluster_id, "Role": "manager",
@@ -240,14 +321,16 @@ class NodeDaemon:
             except OSError as exc:
                 await self._stop_member(stop_containers=False)
                 shutil.rmtree(self.swarm_dir, ignore_errors=True)
-                shutil.rmtree(self.state_dir / "raft", ignore_errors=True)
+                remove_storage(str(self.raft_dir))
+                self.autolock.forget()
                 raise NodeError(f"--listen-addr: cannot listen on {listen}: {exc.strerror or exc}") from None
             for _ in range(100):  # a cluster of one elects itself at once
                 if manager.is_leader:
                     break
                 await asyncio.sleep(0.05)
             cluster = Cluster(
-                id=cluster_id, spec=SwarmSpec(ca_config=CAConfig()),
+                id=cluster_id, spec=spec,
+                unlock_keys=[EncryptionKey(subsystem="manager", key=unlock_key)] if unlock_key else [],
                 join_tokens=JoinTokens(worker=tokens.worker, manager=tokens.manager), root_ca_digest=ca.digest,
                 tls_info=certs.root_tls_info(ca.signer.cert, ca.trust_bundle_pem),
                 root_ca_cert=cert_pem(ca.signer.cert).decode(), root_ca_key=key_pem(ca.signer.key).decode(),
@@ -282,6 +365,7 @@ class NodeDaemon:
                 raise NodeError(str(exc)) from None
             statedir.private_dir(self.swarm_dir)
             ca_storage.save_node_credentials(self.certs_dir, result.key_pem, result.cert_pem, result.ca_pem)
+            self.autolock.forget()  # a joining manager starts unlocked and follows the cluster's setting
             self.node_id = result.node_id
             managers = result.managers or [f"{host}:{port}"]
             self.identity = {"NodeID": result.node_id, "ClusterID": result.cluster_id, "Role": result.role,
@@ -304,13 +388,16 @@ class NodeDaemon:
         async with self._lock:
             if not self._identity_path().exists():
                 raise NodeError("This node is not part of a swarm")
-            if self.manager is not None and not force:
+            if (self.manager is not None or self.locked) and not force:
                 raise NodeError("You are attempting to leave the swarm on a node that is participating as a manager. "
                                 "Removing the last manager erases all current state of the swarm. "
                                 "Use `--force` to ignore this message.")
             await self._stop_member(stop_containers=True)
             shutil.rmtree(self.swarm_dir, ignore_errors=True)
-            shutil.rmtree(self.state_dir / "raft", ignore_errors=True)
+            remove_storage(str(self.raft_dir))
+            self.autolock.forget()
+            self.locked = False
+            self._recover_after_unlock = False
             self.node_id = ""
             self.identity = {}
 
@@ -325,16 +412,16 @@ class NodeDaemon:
     async def _check_cert(self) -> None:
         info = self._last_ca or {}
         try:
-            creds = ca_storage.load_node_credentials(self.certs_dir)
-            if info.get("TrustRoot") and certs.save_trust_bundle(self.certs_dir, creds, info["TrustRoot"]):
+            creds = self.load_creds()
+            if info.get("TrustRoot") and certs.save_trust_bundle(self.certs_dir, creds, info["TrustRoot"], self.autolock):
                 log.info("trusted roots updated by the managers")
-                creds = ca_storage.load_node_credentials(self.certs_dir)
+                creds = self.load_creds()
             root_digest = info.get("RootDigest", "")
             if self.manager is not None and info.get("Phase", 0) == 1:
                 root_digest = ""  # managers keep serving their old certificate until the workers moved
             now = dt.datetime.now(dt.timezone.utc)
             if certs.wants_renewal(creds, root_digest, now, self._jitter) and self.session:
-                await certs.renew_remote(self.certs_dir, self.session.current_manager)
+                await certs.renew_remote(self.certs_dir, self.session.current_manager, pw=self.autolock)
                 log.info("node certificate renewed")
                 await self.session.reconnect()  # present the new certificate
             await self._refresh_listener()
@@ -350,8 +437,14 @@ class NodeDaemon:
         """A manager serves with its current certificate and trusts the current roots."""
         if self.manager is None or self._cluster_port is None:
             return
-        if (self.certs_dir / "node.pem").read_bytes() + (self.certs_dir / "ca.crt").read_bytes() != self._listener_creds:
+        if self._served_creds() != self._listener_creds:
             await self._restart_cluster_port()
+
+    def _served_creds(self) -> bytes:
+        """What the listener serves: the certificate and the roots (not the key's encoding,
+        which changes when autolock re-encrypts it without the key changing)."""
+        creds = self.load_creds()
+        return creds.cert_pem + creds.ca_pem
 
     async def _rotation_loop(self) -> None:
         """On the leader: move a root rotation from phase to phase as the nodes report
@@ -394,8 +487,8 @@ class NodeDaemon:
             raise NodeError("a root CA rotation is already in progress")
         ca = self.load_ca().start_rotation()
         # This manager must accept new-root clients before any node holds a new-root certificate.
-        creds = ca_storage.load_node_credentials(self.certs_dir)
-        ca_storage.save_node_credentials(self.certs_dir, creds.key, creds.cert, ca.trusted)
+        creds = self.load_creds()
+        self.save_creds(creds.key, creds.cert, ca.trusted)
         await self._refresh_listener()
         new = copy.deepcopy(cluster)
         new.root_rotation_in_progress = True
@@ -412,15 +505,35 @@ class NodeDaemon:
 
     async def _start_manager(self, bootstrap: bool) -> Manager:
         statedir.private_dir(self.state_dir / "raft")  # holds the CA key: never under a wider mode
+        try:
+            self.autolock.finish_rotation()  # also makes the keys of a new manager
+        except (StorageError, KeyFileError) as exc:
+            raise NodeError(f"raft storage: {exc}") from None
         m = Manager(self.state_dir, self.node_id, ssl_context=self._client_ssl,
-                    peer_addrs=self.identity.get("RaftPeers"))
-        m.load(bootstrap)
+                    peer_addrs=self.identity.get("RaftPeers"), crypter=self.autolock.keys.crypter())
+        try:
+            m.load(bootstrap)
+        except StorageError as exc:
+            raise NodeError(f"raft storage: {exc}") from None
         self.manager = m
         await m.start()
         await self._serve_cluster_port(self.identity.get("ListenAddr") or self.config.listen_addr)
         self._manager_tasks = [asyncio.create_task(self._rotation_loop(), name="ca-rotation"),
-                               asyncio.create_task(key_rotation_loop(m), name="network-keys")]
+                               asyncio.create_task(key_rotation_loop(m), name="network-keys"),
+                               asyncio.create_task(self._autolock_loop(m), name="autolock")]
         return m
+
+    async def _autolock_loop(self, m: Manager) -> None:
+        """Every manager follows the cluster's autolock setting and unlock key on its own disk."""
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                await self.autolock.follow(m)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. a full disk: the state stays readable; retry later
+                log.warning("autolock: re-encrypting this manager's state failed, will retry: %s", exc)
+                await asyncio.sleep(5)
 
     async def _stop_manager_quietly(self) -> None:
         """Daemon exit: stop the manager but keep its Raft state."""
@@ -435,7 +548,8 @@ class NodeDaemon:
         """Demotion: stop the manager and drop its Raft state (it is no longer a member)."""
         await self._stop_manager_quietly()
         self.manager = None
-        shutil.rmtree(self.state_dir / "raft", ignore_errors=True)
+        remove_storage(str(self.raft_dir))
+        self.autolock.drop()  # workers are never locked: the TLS key is stored plainly again
 
     def _on_role(self, role: str, raft_members: list) -> None:
         """The managers want this node to take `role` (a promotion or a demotion)."""
@@ -453,8 +567,8 @@ class NodeDaemon:
                     # itself and hands over), keeping the manager certificate Raft needs
                     # meanwhile. The next assignments say when the removal has committed.
                     return
-                await certs.renew_remote(self.certs_dir, self.session.current_manager)
-                creds = ca_storage.load_node_credentials(self.certs_dir)
+                await certs.renew_remote(self.certs_dir, self.session.current_manager, pw=self.autolock)
+                creds = self.load_creds()
                 if parse_identity(creds.cert).role != role:
                     return  # the store has not caught up yet; the next assignments retry
                 if role == "manager":
@@ -489,8 +603,8 @@ class NodeDaemon:
 
     async def _serve_cluster_port(self, listen: str) -> None:
         host, port = split_addr(listen, field="--listen-addr")
-        creds = ca_storage.load_node_credentials(self.certs_dir)
-        self._listener_creds = (self.certs_dir / "node.pem").read_bytes() + (self.certs_dir / "ca.crt").read_bytes()
+        creds = self.load_creds()
+        self._listener_creds = creds.cert_pem + creds.ca_pem
         ctx = server_context(creds, creds.ca_certs, require_client_cert=False)
         from manager.controlapi import ControlAPI
         api = ClusterAPI(self.require_manager(), self.load_ca,

@@ -28,7 +28,7 @@ async def errors(request: web.Request, handler):
 
 
 # Writes every node answers itself; every other write is the leader's.
-LOCAL_WRITES = ("/swarm/init", "/swarm/join", "/swarm/leave", "/images/", "/auth")
+LOCAL_WRITES = ("/swarm/init", "/swarm/join", "/swarm/leave", "/swarm/unlock", "/images/", "/auth")
 # Service creates and updates are prepared on this node first (the image pinned with this
 # node's registry logins) and then forwarded by the control API itself.
 SELF_FORWARDED = re.compile(r"^/services/(create|[^/]+/update)$")

@@ -20,7 +20,9 @@ from aiohttp import web
 
 from api import codec
 from api.ids import new_id, timestamp
-from api.objects import SECOND, ManagerStatus, Node, NodeSpec, ReplicatedService, Service, ServiceSpec, SwarmSpec, Task
+from api.objects import (SECOND, EncryptionKey, ManagerStatus, Node, NodeSpec, ReplicatedService, Service, ServiceSpec,
+                         SwarmSpec, Task)
+from manager.encryption.unlockkey import new_unlock_key
 from manager.filerefs import FileRefError, complete_references, pending_objects
 from manager import imagepin, pullauth
 from manager.imagepin import ImageSource
@@ -73,7 +75,32 @@ def public_cluster(cluster) -> dict:
     body.pop("RootCAKey", None)
     body.pop("SecretsKey", None)
     body.pop("RootRotationPhase", None)
+    body.pop("UnlockKeys", None)  # only through GET /swarm/unlockkey, as in Docker
     return body
+
+
+def validate_swarm_spec(spec: SwarmSpec) -> None:
+    """The checks a SwarmSpec passes at init and at every update."""
+    if spec.ca_config.node_cert_expiry < 3600 * SECOND:
+        raise APIError(400, "CAConfig.NodeCertExpiry: must be at least 1h")
+    if spec.dispatcher.heartbeat_period < 100_000_000:
+        raise APIError(400, "Dispatcher.HeartbeatPeriod: must be at least 100ms")
+    if spec.orchestration.task_history_retention_limit < 0:
+        raise APIError(400, "Orchestration.TaskHistoryRetentionLimit: must not be negative")
+
+
+def unlock_keys_for(spec: SwarmSpec, current: list[EncryptionKey], rotate: bool) -> list[EncryptionKey]:
+    """The cluster's unlock keys after a spec change: a new key when autolock turns on or
+    the key is rotated, none when it is off (every manager then stores its data key plainly)."""
+    if not spec.encryption_config.auto_lock_managers:
+        if rotate:
+            raise APIError(400, "rotateManagerUnlockKey: autolock is not turned on "
+                                "(turn it on with `shoal swarm update --autolock=true`)")
+        return []
+    have = [k for k in current if k.subsystem == "manager" and k.key]
+    if have and not rotate:
+        return have
+    return [EncryptionKey(subsystem="manager", key=new_unlock_key())]
 
 
 def find_one(objs: list, ref: str, kind: str, names: Callable[[Any], list[str]]) -> Any:
@@ -151,6 +178,7 @@ class ControlAPI:
             web.post("/nodes/{id}/update", self.node_update),
             web.delete("/nodes/{id}", self.node_remove),
             web.post("/swarm/update", self.swarm_update),
+            web.get("/swarm/unlockkey", self.unlock_key),
             web.post("/swarm/ca/rotate", self.ca_rotate),
             web.get("/services", self.service_list),
             web.post("/services/create", self.service_create),
@@ -267,17 +295,12 @@ class ControlAPI:
             spec = codec.decode(SwarmSpec, await read_json(request))
         except codec.DecodeError as exc:
             raise APIError(400, str(exc)) from None
-        if spec.ca_config.node_cert_expiry < 3600 * SECOND:
-            raise APIError(400, "CAConfig.NodeCertExpiry: must be at least 1h")
-        if spec.dispatcher.heartbeat_period < 100_000_000:
-            raise APIError(400, "Dispatcher.HeartbeatPeriod: must be at least 100ms")
-        if spec.orchestration.task_history_retention_limit < 0:
-            raise APIError(400, "Orchestration.TaskHistoryRetentionLimit: must not be negative")
+        validate_swarm_spec(spec)
         new = copy.deepcopy(cluster)
         new.spec = spec
         new.version.index = int(version)
-        flags = {k: request.query.get(k, "false").lower() in ("1", "true")
-                 for k in ("rotateWorkerToken", "rotateManagerToken")}
+        flags = {k: _query_bool(request, k) for k in ("rotateWorkerToken", "rotateManagerToken", "rotateManagerUnlockKey")}
+        new.unlock_keys = unlock_keys_for(spec, cluster.unlock_keys, flags.pop("rotateManagerUnlockKey"))
         if any(flags.values()):
             from manager.ca.tokens import JoinTokens as CATokens
             tokens = CATokens(worker=cluster.join_tokens.worker, manager=cluster.join_tokens.manager)
@@ -289,6 +312,14 @@ class ControlAPI:
             new.join_tokens.worker, new.join_tokens.manager = tokens.worker, tokens.manager
         await self._propose(m, [Action("update", "cluster", new)])
         return web.Response(status=200)
+
+    async def unlock_key(self, request: web.Request) -> web.Response:
+        """Docker's GET /swarm/unlockkey: the key that unlocks a restarted manager (empty
+        while autolock is off)."""
+        cluster = self.get_manager().cluster
+        if cluster is None:
+            raise APIError(503, "swarm: not initialised")
+        return web.json_response({"UnlockKey": cluster.unlock_key()})
 
     async def ca_rotate(self, request: web.Request) -> web.Response:
         self.get_manager()
@@ -645,6 +676,13 @@ def _registry_of(image: str) -> str:
         return image_registry(image)
     except ValueError:
         return image
+
+
+def _query_bool(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("1", "true", "0", "false", ""):
+        raise APIError(400, f"{name}: must be true or false, got {raw!r}")
+    return raw in ("1", "true")
 
 
 def _mode_kind(spec: ServiceSpec) -> str:

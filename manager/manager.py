@@ -18,7 +18,9 @@ from manager.orchestrator.orchestrate import orchestrate_service
 from manager.orchestrator.replicated import Plan, orphan_actions, reconcile_removed
 from manager.scheduling import scheduling_actions
 from manager.raft.messages import ConfChange, ConfChangeType
+from manager.encryption.aead import Crypter
 from manager.raft.node import NoLeader, RaftNode
+from manager.raft.storage.wal import PLAINTEXT
 from manager.raft.transport import RaftTransport
 from manager.store import Action, Change, Store, StoreError
 
@@ -31,7 +33,7 @@ class Manager:
     writes (the others forward them)."""
 
     def __init__(self, state_dir: Path, node_id: str, ssl_context: Callable[[], ssl.SSLContext] | None = None,
-                 peer_addrs: dict[str, str] | None = None):
+                 peer_addrs: dict[str, str] | None = None, crypter: Crypter = PLAINTEXT):
         self.state_dir = state_dir
         self.node_id = node_id
         self.store = Store()
@@ -39,7 +41,7 @@ class Manager:
         self._peer_addrs: dict[str, str] = dict(peer_addrs or {})
         self.transport = RaftTransport(ssl_context or (lambda: None), self.address_of, self._peer_unreachable)
         self.raft = RaftNode(node_id, state_dir / "raft", self.store, send=self.transport.send,
-                             on_role_change=self._role_changed, on_conf_change=self._conf_changed)
+                             on_role_change=self._role_changed, on_conf_change=self._conf_changed, crypter=crypter)
         self.dispatcher = Dispatcher(self.store, self.propose, members=lambda: sum(self.raft.members(), ()))
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task] = []

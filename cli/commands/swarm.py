@@ -1,20 +1,33 @@
 """`shoal swarm ...`"""
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from cli.commands.common import client
+from cli.commands import unlock as unlock_cmds
+from cli.commands.unlock import AUTOLOCK_HELP, OptionalBoolCommand, parse_autolock, print_unlock_command
 
 app = typer.Typer(help="Manage the swarm.", no_args_is_help=True)
 
 
-@app.command("init")
+@app.command("init", cls=OptionalBoolCommand)
 def init(ctx: typer.Context,
          advertise_addr: str = typer.Option("", "--advertise-addr", help="Address other nodes use to reach this manager (IP[:PORT])."),
-         listen_addr: str = typer.Option("", "--listen-addr", help="Address to serve the cluster port on (IP[:PORT]).")) -> None:
+         listen_addr: str = typer.Option("", "--listen-addr", help="Address to serve the cluster port on (IP[:PORT])."),
+         autolock: Optional[str] = typer.Option(None, "--autolock", metavar="[=true|false]", help=AUTOLOCK_HELP)) -> None:
     """Make this node the first manager of a new swarm."""
-    node_id = client(ctx).post("/swarm/init", body={"AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr})
+    body: dict = {"AdvertiseAddr": advertise_addr, "ListenAddr": listen_addr}
+    locked = parse_autolock(autolock)
+    if locked:
+        body["Spec"] = {"EncryptionConfig": {"AutoLockManagers": True}}
+    c = client(ctx)
+    node_id = c.post("/swarm/init", body=body)
     typer.echo(f"Swarm initialized: current node ({node_id}) is now a manager.")
+    if locked:
+        typer.echo("")
+        print_unlock_command(c.get("/swarm/unlockkey").get("UnlockKey", ""))
 
 
 @app.command("inspect")
@@ -70,14 +83,16 @@ def leave(ctx: typer.Context, force: bool = typer.Option(False, "--force", "-f",
     typer.echo("Node left the swarm.")
 
 
-@app.command("update")
+@app.command("update", cls=OptionalBoolCommand)
 def update(ctx: typer.Context,
            cert_expiry: str = typer.Option(None, "--cert-expiry", help="Validity period for node certificates (e.g. 2160h)."),
            task_history_limit: int = typer.Option(None, "--task-history-limit", help="Task history retention limit per slot."),
-           dispatcher_heartbeat: str = typer.Option(None, "--dispatcher-heartbeat", help="Heartbeat period of worker sessions (e.g. 2s).")) -> None:
+           dispatcher_heartbeat: str = typer.Option(None, "--dispatcher-heartbeat", help="Heartbeat period of worker sessions (e.g. 2s)."),
+           autolock: Optional[str] = typer.Option(None, "--autolock", metavar="[=true|false]", help=AUTOLOCK_HELP)) -> None:
     """Update the swarm's settings."""
     from api.units import parse_duration
     from cli.client import CLIError
+    locked = parse_autolock(autolock)
     c = client(ctx)
     swarm = c.get("/swarm")
     spec = swarm["Spec"]
@@ -92,8 +107,14 @@ def update(ctx: typer.Context,
         if task_history_limit < 0:
             raise CLIError("--task-history-limit: must not be negative", 2)
         spec.setdefault("Orchestration", {})["TaskHistoryRetentionLimit"] = task_history_limit
+    was_locked = bool(spec.get("EncryptionConfig", {}).get("AutoLockManagers"))
+    if locked is not None:
+        spec.setdefault("EncryptionConfig", {})["AutoLockManagers"] = locked
     c.post("/swarm/update", params={"version": str(swarm["Version"]["Index"])}, body=spec)
     typer.echo("Swarm updated.")
+    if locked and not was_locked:  # as docker: the new key is shown once, when autolock turns on
+        typer.echo("")
+        print_unlock_command(c.get("/swarm/unlockkey").get("UnlockKey", ""))
 
 
 @app.command("ca")
@@ -120,3 +141,7 @@ def ca(ctx: typer.Context,
             time.sleep(1)
     swarm = c.get("/swarm")
     typer.echo(swarm.get("TLSInfo", {}).get("TrustRoot", "").strip())
+
+
+app.command("unlock")(unlock_cmds.unlock)
+app.command("unlock-key")(unlock_cmds.unlock_key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Union
 
 from cryptography import x509
@@ -16,6 +16,7 @@ CertsLike = Union[CertLike, Iterable[x509.Certificate]]
 KeyLike = Union[ec.EllipticCurvePrivateKey, bytes, str]
 
 _PEM_CERT_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_PEM_ENCRYPTED_KEY = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 
 
 def as_cert(value: CertLike, field: str = "certificate") -> x509.Certificate:
@@ -54,14 +55,19 @@ def as_certs(value: CertsLike, field: str = "CA certificates") -> tuple[x509.Cer
     return certs
 
 
-def as_key(value: KeyLike, field: str = "private key") -> ec.EllipticCurvePrivateKey:
+def as_key(value: KeyLike, field: str = "private key", passwords: Sequence[bytes] = ()) -> ec.EllipticCurvePrivateKey:
+    """A key from an object or PEM; an encrypted PEM (a locked manager's TLS key) opens with
+    one of `passwords`."""
     if isinstance(value, ec.EllipticCurvePrivateKey):
         return value
-    data = value.encode() if isinstance(value, str) else value
-    try:
-        key = serialization.load_pem_private_key(bytes(data), password=None)
-    except (ValueError, TypeError) as exc:
-        raise CertificateError(f"{field}: not an unencrypted PEM private key ({exc})") from None
+    data = bytes(value.encode() if isinstance(value, str) else value)
+    if _PEM_ENCRYPTED_KEY in data:
+        key = _decrypt_key(data, field, passwords)
+    else:
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise CertificateError(f"{field}: not an unencrypted PEM private key ({exc})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise CertificateError(f"{field}: must be an ECDSA key, got {type(key).__name__}")
     return key
@@ -75,9 +81,21 @@ def certs_pem(certs: Iterable[x509.Certificate]) -> bytes:
     return b"".join(cert_pem(c) for c in certs)
 
 
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey, password: bytes | None = None) -> bytes:
+    """PKCS#8 PEM; encrypted with `password` when given (autolock: see manager/encryption)."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption(),
     )
+
+
+def _decrypt_key(data: bytes, field: str, passwords: Sequence[bytes]):
+    if not passwords:
+        raise CertificateError(f"{field}: encrypted, and this manager is locked (unlock it with `shoal swarm unlock`)")
+    for password in passwords:
+        try:
+            return serialization.load_pem_private_key(data, password=password)
+        except (ValueError, TypeError):
+            continue
+    raise CertificateError(f"{field}: encrypted under a key this manager does not hold")

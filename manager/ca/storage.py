@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -69,7 +70,7 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _split_key_and_certs(
-    data: bytes, path: Path
+    data: bytes, path: Path, passwords: Sequence[bytes] = ()
 ) -> tuple[ec.EllipticCurvePrivateKey | None, tuple[x509.Certificate, ...]]:
     """The private key (if any) and the certificates of a PEM file holding both."""
     key: ec.EllipticCurvePrivateKey | None = None
@@ -81,7 +82,7 @@ def _split_key_and_certs(
         elif label.endswith(b"PRIVATE KEY"):
             if key is not None:
                 raise CertificateError(f"{path}: more than one private key in file")
-            key = as_key(block.group(0), f"{path} private key")
+            key = as_key(block.group(0), f"{path} private key", passwords)
     if not certs:
         raise CertificateError(f"{path}: no certificate in file")
     return key, tuple(certs)
@@ -110,20 +111,23 @@ def load_ca(directory: str | os.PathLike[str]) -> ClusterCA:
 
 
 def save_node_credentials(
-    directory: str | os.PathLike[str], key: KeyLike, cert: CertLike, ca_cert: CertsLike
+    directory: str | os.PathLike[str], key: KeyLike, cert: CertLike, ca_cert: CertsLike,
+    password: bytes | None = None,
 ) -> None:
-    """Write the node's key and certificate (one 0600 file) and the roots it trusts."""
+    """Write the node's key and certificate (one 0600 file) and the roots it trusts; the key
+    is encrypted with `password` when given (a manager with autolock on)."""
     creds = NodeCredentials.of(key, cert, ca_cert)
     if not any(issued_by(creds.cert, ca) for ca in creds.ca_certs):
         raise CertificateError("node credentials: the certificate was not issued by any of the given CA certificates")
     d = _ensure_dir(Path(directory))
     write_atomic(d / NODE_CA_FILE, certs_pem(creds.ca_certs), 0o644)
-    write_atomic(d / NODE_FILE, creds.key_pem + creds.cert_pem, 0o600)
+    write_atomic(d / NODE_FILE, key_pem(creds.key, password) + creds.cert_pem, 0o600)
 
 
-def load_node_credentials(directory: str | os.PathLike[str]) -> NodeCredentials:
+def load_node_credentials(directory: str | os.PathLike[str], passwords: Sequence[bytes] = ()) -> NodeCredentials:
+    """The node's credentials; an encrypted key opens with one of `passwords`."""
     d = Path(directory)
-    key, certs = _split_key_and_certs(_read(d / NODE_FILE, "node credentials"), d / NODE_FILE)
+    key, certs = _split_key_and_certs(_read(d / NODE_FILE, "node credentials"), d / NODE_FILE, passwords)
     if key is None:
         raise CertificateError(f"node credentials: no private key in {d / NODE_FILE}")
     ca_certs = as_certs(_read(d / NODE_CA_FILE, "node CA"), str(d / NODE_CA_FILE))

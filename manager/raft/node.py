@@ -20,7 +20,9 @@ import msgpack
 from api.ids import timestamp
 from manager.raft.core import NotLeader, ProposalDropped, RaftConfig, RaftCore, Role, initial_state
 from manager.raft.messages import ENTRY_CONF, ConfChange, ConfChangeType, Entry, Message
+from manager.encryption.aead import Crypter
 from manager.raft.storage.disk import DiskStorage
+from manager.raft.storage.wal import PLAINTEXT
 from manager.store import Action, Change, Store, StoreError
 
 log = logging.getLogger("shoal.raft")
@@ -63,6 +65,7 @@ class RaftNode:
     on_role_change: Callable[[bool], None] = lambda is_leader: None
     on_conf_change: Callable[[ConfChange], None] = lambda cc: None
     snapshot_entries: int = 10_000
+    crypter: Crypter = PLAINTEXT  # seals the WAL and snapshots (the manager's data-encryption key)
     core: RaftCore | None = None
     storage: DiskStorage | None = None
     _waiters: dict[int, _Waiter] = field(default_factory=dict)
@@ -70,6 +73,8 @@ class RaftNode:
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _was_leader: bool = False
     _inbox: list[Message] = field(default_factory=list)
+    _rekeys: list[tuple[Crypter, asyncio.Future]] = field(default_factory=list)
+    _rekey_job: asyncio.Future | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -77,7 +82,7 @@ class RaftNode:
         """Open the storage and rebuild the store from its snapshot and log. `bootstrap` founds a
         new cluster with this node as its only voter; a joining node starts empty and learns
         everything from the leader."""
-        self.storage = DiskStorage(str(self.directory))
+        self.storage = DiskStorage(str(self.directory), crypter=self.crypter)
         if self.storage.report and getattr(self.storage.report, "dropped_records", 0):
             log.warning("raft log: %s", self.storage.report)
         if bootstrap and self.storage.is_empty:
@@ -106,10 +111,16 @@ class RaftNode:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks = []
+        if self._rekey_job is not None:
+            await asyncio.wait([self._rekey_job])
         for w in self._waiters.values():
             if not w.future.done():
                 w.future.set_exception(NoLeader("manager shutting down"))
         self._waiters.clear()
+        for _, fut in self._rekeys:
+            if not fut.done():
+                fut.set_exception(NoLeader("manager shutting down"))
+        self._rekeys.clear()
         if self.storage:
             self.storage.close()
 
@@ -172,6 +183,33 @@ class RaftNode:
         finally:
             self._waiters.pop(index, None)
 
+    async def rekey(self, crypter: Crypter) -> None:
+        """Rewrite the whole storage sealed with `crypter`'s key and write with it from now on.
+        Done by the ready loop between two Readys, so no save runs meanwhile."""
+        fut = asyncio.get_running_loop().create_future()
+        self._rekeys.append((crypter, fut))
+        self._wake.set()
+        await fut
+
+    async def _run_rekeys(self) -> None:
+        while self._rekeys:
+            crypter, fut = self._rekeys.pop(0)
+            # Shielded, and awaited by close(): the storage must not be closed mid-rewrite.
+            self._rekey_job = asyncio.ensure_future(asyncio.to_thread(self.storage.rekey, crypter))
+            try:
+                await asyncio.shield(self._rekey_job)
+                self.crypter = crypter
+            except asyncio.CancelledError:
+                if not fut.done():
+                    fut.set_exception(NoLeader("manager shutting down"))
+                raise
+            except Exception as exc:  # the caller reports it; the loop must keep running
+                if not fut.done():
+                    fut.set_exception(exc)
+                continue
+            if not fut.done():
+                fut.set_result(None)
+
     def transfer_leadership(self, target: str) -> None:
         self.core.transfer_leadership(target)
         self._wake.set()
@@ -216,6 +254,8 @@ class RaftNode:
                     self._role_changed()
             if self.core.should_snapshot():
                 await self._snapshot()
+            if self._rekeys:
+                await self._run_rekeys()
 
     def _role_changed(self) -> None:
         leader = self.is_leader

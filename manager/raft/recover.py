@@ -12,13 +12,16 @@ import msgpack
 from api.ids import timestamp
 from manager.raft.core import PersistedState
 from manager.raft.messages import ENTRY_CONF, ConfState, HardState, Snapshot
+from manager.encryption.aead import Crypter
 from manager.raft.storage.disk import DiskStorage
+from manager.raft.storage.wal import PLAINTEXT
 from manager.store import Action, Store, StoreError
 
 
-def force_new_cluster(directory: Path, node_id: str) -> int:
-    """Rewrite the Raft state in `directory` as a one-member cluster; returns the index kept."""
-    old = DiskStorage(str(directory))
+def force_new_cluster(directory: Path, node_id: str, crypter: Crypter = PLAINTEXT) -> int:
+    """Rewrite the Raft state in `directory` as a one-member cluster; returns the index kept.
+    `crypter` opens the old state and seals the new one (the manager's data-encryption key)."""
+    old = DiskStorage(str(directory), crypter=crypter)
     state = old.state
     store = Store()
     if state.snapshot.index:
@@ -40,7 +43,7 @@ def force_new_cluster(directory: Path, node_id: str) -> int:
     snap = Snapshot(index, term, ConfState(voters=(node_id,)), msgpack.packb(store.snapshot(), use_bin_type=True))
     fresh = directory.with_name(directory.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
-    storage = DiskStorage(str(fresh))
+    storage = DiskStorage(str(fresh), crypter=crypter)
     storage.bootstrap(PersistedState(HardState(term + 1, None, index), snap, []))
     storage.save_snapshot(snap)
     storage.close()

@@ -2,25 +2,48 @@
 
 Same contract as `MemoryStorage`; the WAL is the source of truth and names the snapshot to
 load, so a snapshot file written just before a crash, with no WAL record yet, is ignored.
+
+Both are sealed with the `Crypter` given (a manager's data-encryption key). `rekey` rewrites
+the whole storage under a new key: into `<dir>.rekey-new`, then swapped in by two renames;
+opening finishes or discards a swap a crash interrupted, so the storage is always the old
+copy or the new one, whole.
 """
 from __future__ import annotations
 
 import os
+import shutil
+
+from manager.encryption.aead import Crypter
 
 from ..core import PersistedState
 from ..messages import Entry, HardState, Snapshot
 from .memory import StorageError, StoredLog
 from .snapshot import SnapshotError, SnapshotStore
-from .wal import WAL, OpenReport, SnapshotRef
+from .wal import PLAINTEXT, WAL, OpenReport, SnapshotRef, WALError, fsync_dir
+
+REKEY_NEW = ".rekey-new"
+REKEY_OLD = ".rekey-old"
 
 
 class DiskStorage:
-    def __init__(self, directory: str, segment_bytes: int = 64 << 20, sync: bool = True):
+    def __init__(self, directory: str, segment_bytes: int = 64 << 20, sync: bool = True,
+                 crypter: Crypter = PLAINTEXT):
         """Open (or create) the storage and replay it; the result is in `self.state`."""
         self.dir = directory
-        self.snaps = SnapshotStore(os.path.join(directory, "snap"), sync)
+        self.segment_bytes = segment_bytes
+        self.sync = sync
+        self.crypter = crypter
+        finish_swap(directory)
+        self._open()
+
+    def _open(self) -> None:
+        self.snaps = SnapshotStore(os.path.join(self.dir, "snap"), self.sync, self.crypter)
         self.report: OpenReport
-        self.wal, records, self.report = WAL.open(os.path.join(directory, "wal"), segment_bytes, sync)
+        try:
+            self.wal, records, self.report = WAL.open(os.path.join(self.dir, "wal"), self.segment_bytes, self.sync,
+                                                      self.crypter)
+        except WALError as exc:
+            raise StorageError(f"raft WAL: {exc}") from None
         stored = StoredLog()
         for rec in records:
             snap = None
@@ -70,5 +93,80 @@ class DiskStorage:
         self.wal.release_to(snapshot.index)
         self.snaps.purge((snapshot.index, snapshot.term))
 
+    def rekey(self, crypter: Crypter) -> PersistedState:
+        """Rewrite everything durable (hard state, snapshot, entries) sealed under `crypter`'s
+        key, and keep writing with it. Not concurrent with saves: the caller serialises.
+        The files of the old copy are deleted, not shredded (see README: what is covered)."""
+        self.wal.close()
+        # Read back with every key either crypter knows: the storage may hold payloads of
+        # the old key, of the new one (a rotation a crash interrupted) and, when migrating,
+        # plaintext.
+        known = tuple(k for k in (self.crypter.current, *self.crypter.others, *crypter.others) if k is not None)
+        reader = Crypter(crypter.current, known, crypter.plaintext_ok or self.crypter.plaintext_ok)
+        try:
+            old = DiskStorage(self.dir, self.segment_bytes, self.sync, reader)
+            state = old.state
+            old.close()
+            write_storage(self.dir + REKEY_NEW, state, crypter, self.segment_bytes)
+        except BaseException:
+            # e.g. a full disk: the original is intact; keep using it with the old key.
+            shutil.rmtree(self.dir + REKEY_NEW, ignore_errors=True)
+            self._open()
+            raise
+        swap_in(self.dir)
+        self.crypter = crypter
+        self._open()
+        if self.state != state:  # never expected: the rewrite must keep the state exactly
+            raise StorageError(f"{self.dir}: rewritten storage does not match the original")
+        return self.state
+
     def close(self) -> None:
         self.wal.close()
+
+
+def write_storage(directory: str, state: PersistedState, crypter: Crypter, segment_bytes: int = 64 << 20) -> None:
+    """A fresh storage at `directory` holding exactly `state`, durable when this returns."""
+    shutil.rmtree(directory, ignore_errors=True)
+    fresh = DiskStorage(directory, segment_bytes, True, crypter)
+    snap = state.snapshot
+    if snap.index > 0:
+        fresh.snaps.save(snap)
+        fresh.wal.append(None, [], SnapshotRef(snap.index, snap.term, True), sync=True)
+    fresh.wal.append(state.hard_state, list(state.entries), sync=True)
+    fresh.close()
+    fsync_dir(directory)
+    fsync_dir(os.path.dirname(os.path.abspath(directory)))
+
+
+def swap_in(directory: str) -> None:
+    """Replace `directory` by the complete copy at `directory + REKEY_NEW`."""
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.rename(directory, directory + REKEY_OLD)
+    os.rename(directory + REKEY_NEW, directory)
+    fsync_dir(parent)
+    shutil.rmtree(directory + REKEY_OLD)
+    fsync_dir(parent)
+
+
+def finish_swap(directory: str) -> None:
+    """After a crash during `swap_in` or `write_storage`: keep whichever copy is whole."""
+    new, old = directory + REKEY_NEW, directory + REKEY_OLD
+    if not os.path.isdir(new) and not os.path.isdir(old):
+        return
+    if os.path.isdir(new):
+        if not os.path.exists(directory) and os.path.isdir(old):
+            os.rename(new, directory)  # between the two renames: the new copy was complete
+        else:
+            shutil.rmtree(new)  # the copy was being written: the original is intact
+    if os.path.isdir(old):
+        if os.path.exists(directory):
+            shutil.rmtree(old)
+        else:
+            os.rename(old, directory)  # not reachable by swap_in's order; never lose a copy
+    fsync_dir(os.path.dirname(os.path.abspath(directory)))
+
+
+def remove_storage(directory: str) -> None:
+    """Delete a node's Raft storage and any copy a rewrite left behind."""
+    for path in (directory, directory + REKEY_NEW, directory + REKEY_OLD):
+        shutil.rmtree(path, ignore_errors=True)

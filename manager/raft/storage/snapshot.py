@@ -1,5 +1,6 @@
 """Snapshot files: one per snapshot, written atomically (temporary file, fsync, rename,
-fsync of the directory), checksummed like WAL records."""
+fsync of the directory), checksummed like WAL records, and sealed with the manager's
+data-encryption key like them when the store has a `Crypter` that encrypts."""
 from __future__ import annotations
 
 import os
@@ -9,11 +10,14 @@ import zlib
 import msgpack
 
 from ..messages import ConfState, Snapshot
-from .wal import fsync_dir
+from manager.encryption.aead import Crypter, DecryptError
+
+from .wal import PLAINTEXT, fsync_dir
 
 _MAGIC = b"SHOALSNAP1\n"
 _HEADER = struct.Struct("<QI")
 _SUFFIX = ".snap"
+SNAPSHOT_AAD = b"shoal-snapshot"
 
 
 class SnapshotError(Exception):
@@ -25,17 +29,18 @@ def snapshot_name(index: int, term: int) -> str:
 
 
 class SnapshotStore:
-    def __init__(self, directory: str, sync: bool = True):
+    def __init__(self, directory: str, sync: bool = True, crypter: Crypter = PLAINTEXT):
         self.dir = directory
         self.sync = sync
+        self.crypter = crypter
         os.makedirs(directory, exist_ok=True)
 
     def path(self, index: int, term: int) -> str:
         return os.path.join(self.dir, snapshot_name(index, term))
 
     def save(self, snap: Snapshot) -> str:
-        payload = msgpack.packb([snap.index, snap.term, list(snap.conf_state.voters),
-                                 list(snap.conf_state.learners), snap.data])
+        payload = self.crypter.seal(msgpack.packb([snap.index, snap.term, list(snap.conf_state.voters),
+                                                   list(snap.conf_state.learners), snap.data]), SNAPSHOT_AAD)
         final = self.path(snap.index, snap.term)
         tmp = final + ".tmp"
         with open(tmp, "wb") as f:
@@ -62,6 +67,10 @@ class SnapshotStore:
         payload = data[head:]
         if len(payload) != length or zlib.crc32(payload) != crc:
             raise SnapshotError(f"snapshot {snapshot_name(index, term)}: checksum mismatch")
+        try:
+            payload = self.crypter.open(payload, SNAPSHOT_AAD)
+        except DecryptError as exc:
+            raise SnapshotError(f"snapshot {snapshot_name(index, term)}: cannot be decrypted: {exc}") from None
         try:
             s_index, s_term, voters, learners, body = msgpack.unpackb(payload)
             conf = ConfState.from_wire({"voters": voters, "learners": learners})

@@ -1,12 +1,16 @@
 """Write-ahead log in segment files.
 
 Record framing: u32 little-endian payload length, u32 CRC-32 of the payload, payload (a
-msgpack list). One record holds one persistence batch (a Ready's hard state, entries and
-snapshot reference), so a batch is durable entirely or not at all.
+msgpack list, sealed by the manager's data-encryption key when the WAL has a `Crypter` that
+encrypts: see manager/encryption/aead.py). One record holds one persistence batch (a Ready's
+hard state, entries and snapshot reference), so a batch is durable entirely or not at all.
 
 On open every segment is read in order; the first record that is cut short, fails its
 checksum or does not decode ends the log: the file is truncated there and any later
 segment removed, so a torn write is never applied. `WAL.open` reports what was dropped.
+The checksum covers the sealed bytes, so torn tails are found exactly as before; a record
+whose checksum holds but which does not decrypt (a wrong key, or bytes altered on disk) is
+not a torn write and must not be cut away with everything after it: opening fails instead.
 
 Every segment starts with a header record carrying the current hard state and snapshot
 reference, so older segments can be deleted once a snapshot covers their entries.
@@ -21,6 +25,8 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from manager.encryption.aead import Crypter, DecryptError
+
 from ..messages import Entry, EntryType, HardState
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,8 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<II")
 MAX_RECORD = 1 << 30
 SEGMENT_SUFFIX = ".wal"
+RECORD_AAD = b"shoal-wal-record"
+PLAINTEXT = Crypter()  # no encryption: the simulation's and tests' default
 
 
 class WALError(Exception):
@@ -57,13 +65,13 @@ class OpenReport:
     reason: str = ""
 
 
-def encode_record(rec: Record) -> bytes:
+def encode_record(rec: Record, crypter: Crypter = PLAINTEXT) -> bytes:
     hs = rec.hard_state
-    payload = msgpack.packb([
+    payload = crypter.seal(msgpack.packb([
         None if hs is None else [hs.term, hs.vote, hs.commit],
         [[e.term, e.index, e.type, e.data] for e in rec.entries],
         None if rec.snapshot is None else [rec.snapshot.index, rec.snapshot.term, rec.snapshot.reset],
-    ])
+    ]), RECORD_AAD)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -117,8 +125,9 @@ def _segment_name(seq: int) -> str:
     return f"{seq:016x}{SEGMENT_SUFFIX}"
 
 
-def _scan(data: bytes) -> tuple[list[Record], int, str]:
-    """Valid records of one segment, the offset where they end, and why they end there."""
+def _scan(data: bytes, crypter: Crypter = PLAINTEXT) -> tuple[list[Record], int, str]:
+    """Valid records of one segment, the offset where they end, and why they end there.
+    Raises DecryptError (with `.offset`) for a whole record that does not decrypt."""
     records = []
     pos = 0
     n = len(data)
@@ -134,6 +143,11 @@ def _scan(data: bytes) -> tuple[list[Record], int, str]:
         if zlib.crc32(payload) != crc:
             return records, pos, "checksum mismatch"
         try:
+            payload = crypter.open(payload, RECORD_AAD)
+        except DecryptError as exc:
+            exc.offset = pos  # type: ignore[attr-defined]
+            raise
+        try:
             records.append(decode_payload(payload))
         except ValueError as exc:
             return records, pos, str(exc)
@@ -144,8 +158,9 @@ def _scan(data: bytes) -> tuple[list[Record], int, str]:
 class WAL:
     """Append-only, single writer. Not thread-safe: the runner serialises calls."""
 
-    def __init__(self, directory: str, segment_bytes: int, sync: bool):
+    def __init__(self, directory: str, segment_bytes: int, sync: bool, crypter: Crypter = PLAINTEXT):
         self.dir = directory
+        self.crypter = crypter
         self.segment_bytes = segment_bytes
         self.sync = sync
         self._fd = -1
@@ -158,13 +173,14 @@ class WAL:
 
     # ------------------------------------------------------------------ open
     @classmethod
-    def open(cls, directory: str, segment_bytes: int = 64 << 20,
-             sync: bool = True) -> tuple[WAL, list[Record], OpenReport]:
-        """Open (creating if needed) and return every valid record in order."""
+    def open(cls, directory: str, segment_bytes: int = 64 << 20, sync: bool = True,
+             crypter: Crypter = PLAINTEXT) -> tuple[WAL, list[Record], OpenReport]:
+        """Open (creating if needed) and return every valid record in order. WALError when a
+        record cannot be decrypted (nothing is truncated then)."""
         if segment_bytes < 1024:
             raise ValueError("segment_bytes: must be at least 1024")
         os.makedirs(directory, exist_ok=True)
-        wal = cls(directory, segment_bytes, sync)
+        wal = cls(directory, segment_bytes, sync, crypter)
         report = OpenReport()
         records: list[Record] = []
         seqs = wal._segments()
@@ -172,7 +188,11 @@ class WAL:
             path = os.path.join(directory, _segment_name(seq))
             with open(path, "rb") as f:
                 data = f.read()
-            recs, end, reason = _scan(data)
+            try:
+                recs, end, reason = _scan(data, crypter)
+            except DecryptError as exc:
+                raise WALError(f"{_segment_name(seq)} at byte {getattr(exc, 'offset', '?')}: "
+                               f"record cannot be decrypted: {exc}") from None
             records.extend(recs)
             wal._max_index[seq] = max((r.entries[-1].index for r in recs if r.entries), default=0)
             report.segments += 1
@@ -201,7 +221,7 @@ class WAL:
             wal._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
             wal._size = os.path.getsize(path)
             if wal._size == 0:  # its header was torn: every segment must open with one
-                wal._write(encode_record(Record(wal.hard_state, [], wal.snapshot)))
+                wal._write(encode_record(Record(wal.hard_state, [], wal.snapshot), wal.crypter))
                 if sync:
                     os.fsync(wal._fd)
         else:
@@ -229,7 +249,7 @@ class WAL:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         self._fd, self._seq, self._size = fd, seq, 0
         self._max_index[seq] = 0
-        self._write(encode_record(Record(self.hard_state, [], self.snapshot)))
+        self._write(encode_record(Record(self.hard_state, [], self.snapshot), self.crypter))
         if self.sync:
             os.fsync(fd)
             fsync_dir(self.dir)
@@ -241,7 +261,7 @@ class WAL:
         if self._fd < 0:
             raise WALError("wal: closed")
         rec = Record(hard_state, entries, snapshot)
-        self._write(encode_record(rec))
+        self._write(encode_record(rec, self.crypter))
         self._track(rec)
         if entries:
             self._max_index[self._seq] = max(self._max_index[self._seq], entries[-1].index)
