@@ -135,3 +135,46 @@ def test_cli_flags():
     assert [(r["SecretName"], r["File"]["Name"]) for r in refs] == [("new", "old")]
     spec = apply_update(spec, UpdateOptions(config_rm=["conf"]))
     assert "Configs" not in spec["TaskTemplate"]["ContainerSpec"]
+
+
+def test_compose_secrets_and_configs_round_trip(tmp_path):
+    """YAML (short and long syntax) -> spec -> the control API's decoder -> references the
+    manager completes: names, targets, owners and modes as the file says."""
+    import textwrap
+    from api import codec
+    from cli.compose import load_stack
+    (tmp_path / "pw.txt").write_text("pw")
+    (tmp_path / "stack.yml").write_text(textwrap.dedent("""
+        version: "3.8"
+        services:
+          web:
+            image: busybox
+            secrets:
+              - pw
+              - source: api_key
+                target: key
+                uid: "1000"
+                gid: "1001"
+                mode: 0400
+            configs:
+              - source: conf
+                target: /etc/app.conf
+        secrets:
+          pw:
+            file: ./pw.txt
+          api_key:
+            external: true
+        configs:
+          conf:
+            file: ./pw.txt
+    """))
+    plan = load_stack([str(tmp_path / "stack.yml")], "st", {})
+    assert plan.secrets["st_pw"]["File"] == str(tmp_path / "pw.txt") and plan.secrets["api_key"]["External"]
+    spec = codec.decode(ServiceSpec, plan.services[0])
+    cs = spec.task_template.container_spec
+    stored = [Secret(id="s1", spec=SecretSpec(name="st_pw")), Secret(id="s2", spec=SecretSpec(name="api_key"))]
+    complete_references(cs, stored, [Config(id="c1", spec=ConfigSpec(name="st_conf"))])
+    got = sorted((r.secret_id, r.secret_name, r.file.name, r.file.uid, r.file.gid, r.file.mode) for r in cs.secrets)
+    assert got == [("s1", "st_pw", "pw", "0", "0", 0o444), ("s2", "api_key", "key", "1000", "1001", 0o400)]
+    (c,) = cs.configs
+    assert (c.config_id, c.file.name, target_path("config", c.file.name)) == ("c1", "/etc/app.conf", "/etc/app.conf")
