@@ -69,6 +69,10 @@ def pretty_service(s: dict) -> str:
         lines.append(f" Args:\t\t{' '.join(cs['Args'])}")
     if cs.get("Env"):
         lines.append(" Env:\t\t" + " ".join(cs["Env"]))
+    if cs.get("Init") is not None:
+        lines.append(f" Init:\t\t{str(cs['Init']).lower()}")
+    if cs.get("Groups"):
+        lines.append(" Groups:\t" + " ".join(cs["Groups"]))
     lines += _surroundings(tt)
     res = tt.get("Resources", {})
     if res:

@@ -6,6 +6,7 @@ import copy
 import shlex
 from dataclasses import dataclass, field
 
+from api.groups import check_group
 from api.units import parse_bytes, parse_cpus, parse_duration
 
 
@@ -22,6 +23,8 @@ class ServiceOptions:
     entrypoint: str | None = None
     workdir: str = ""
     user: str = ""
+    groups: list[str] = field(default_factory=list)
+    init: bool = False
     hostname: str = ""
     limit_memory: str | None = None
     limit_cpu: str | None = None
@@ -215,6 +218,15 @@ def parse_publish(text: str) -> dict:
     return out
 
 
+def parse_group(text: str, flag: str) -> str:
+    """A supplementary group: a name from the image's /etc/group, or a numeric gid."""
+    try:
+        check_group(text)
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
+    return text
+
+
 def parse_ulimit(text: str) -> dict:
     """nofile=1024[:2048]"""
     name, sep, limits = text.partition("=")
@@ -283,6 +295,10 @@ def build_spec(o: ServiceOptions) -> dict:
         cs["Dir"] = o.workdir
     if o.user:
         cs["User"] = o.user
+    if o.groups:
+        cs["Groups"] = [parse_group(g, "--group") for g in o.groups]
+    if o.init:
+        cs["Init"] = True
     if o.hostname:
         cs["Hostname"] = o.hostname
     if o.stop_signal:
@@ -436,6 +452,9 @@ class UpdateOptions:
     container_label_rm: list[str] = field(default_factory=list)
     workdir: str | None = None
     user: str | None = None
+    group_add: list[str] = field(default_factory=list)
+    group_rm: list[str] = field(default_factory=list)
+    init: bool | None = None
     limit_memory: str | None = None
     limit_cpu: str | None = None
     limit_pids: int | None = None
@@ -492,6 +511,14 @@ def apply_update(spec: dict, o: UpdateOptions) -> dict:
         _set_or_drop(cs, "Dir", o.workdir)
     if o.user is not None:
         _set_or_drop(cs, "User", o.user)
+    if o.group_add or o.group_rm:
+        groups = [g for g in cs.get("Groups", []) if g not in set(o.group_rm)]
+        for group in o.group_add:
+            if parse_group(group, "--group-add") not in groups:
+                groups.append(group)
+        _set_or_drop(cs, "Groups", groups)
+    if o.init is not None:
+        cs["Init"] = o.init  # --no-init stores false, as Docker's --init=false
     if o.stop_grace_period is not None:
         cs["StopGracePeriod"] = parse_duration(o.stop_grace_period, "--stop-grace-period")
     if o.stop_signal is not None:

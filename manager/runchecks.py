@@ -1,5 +1,6 @@
 """Checks of the TaskSpec fields that shape a container's surroundings on its node: sysctls,
-extra /etc/hosts lines, DNS, isolation and the log driver. Pure; each error names the field.
+extra /etc/hosts lines, DNS, supplementary groups, isolation and the log driver. Pure; each
+error names the field.
 
 They are checked here, before the spec enters the log, so that a bad value is refused at
 `service create` / `stack deploy` rather than rejecting every task on every node.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from api.groups import check_group
 from api.logdriver import log_settings
 from api.objects import TaskSpec
 from api.sysctls import check_sysctl
@@ -38,6 +40,11 @@ def check_run_fields(tt: TaskSpec) -> None:
             for i, value in enumerate(values):
                 if not _RESOLV_WORD.match(value):
                     raise ValueError(f"{CS}.DNSConfig.{field}[{i}]: {value!r} must be one word without spaces")
+    for i, group in enumerate(cs.groups):
+        try:
+            check_group(group)
+        except ValueError as exc:
+            raise ValueError(f"{CS}.Groups[{i}]: {exc}") from None
     if cs.isolation not in ("", "default"):
         raise ValueError(f"{CS}.Isolation: only default is supported on Linux, got {cs.isolation!r}")
     try:

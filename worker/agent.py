@@ -131,6 +131,11 @@ class TaskController:
                 cfg.mounts += self.agent.files.prepare(self.task, cid, cfg.user_namespace)
                 try:
                     await asyncio.to_thread(rt.create, cfg)
+                except ValueError as exc:
+                    # what the image or this node cannot give (a user or group the image lacks,
+                    # an init under runc, ...): the task is rejected, naming it
+                    self.agent.files.release(cid)
+                    raise TaskRejected(str(exc)) from None
                 except BaseException:
                     self.agent.files.release(cid)
                     raise

@@ -148,6 +148,8 @@ def container_config(task: Task, image: Image, layers, volumes_root: Path | None
         hostname=cs.hostname or cid[:12],
         cwd=cs.dir or img.get("WorkingDir") or "/",
         user=cs.user or img.get("User") or "",
+        groups=list(cs.groups),
+        init=bool(cs.init),  # None: the node's default, which is no init (as dockerd's)
         memory_limit=(limits.memory_bytes or None) if limits else None,
         pids_limit=(limits.pids or None) if limits else None,
         nano_cpus=(limits.nano_cpus or None) if limits else None,

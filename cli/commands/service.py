@@ -160,6 +160,8 @@ def create(
     entrypoint: Optional[str] = typer.Option(None, "--entrypoint", help="Overwrite the image's entrypoint."),
     workdir: str = typer.Option("", "--workdir", "-w", help="Working directory inside the container."),
     user: str = typer.Option("", "--user", "-u", help="uid[:gid]."),
+    group: List[str] = typer.Option([], "--group", help="Add a supplementary group: a name in the image's /etc/group, or a gid."),
+    init: bool = typer.Option(False, "--init", help="Run an init as pid 1 that forwards signals and reaps processes."),
     hostname: str = typer.Option("", "--hostname", help="Container hostname (default: the container's short id)."),
     limit_memory: Optional[str] = typer.Option(None, "--limit-memory", help="Memory limit, e.g. 64M."),
     limit_cpu: Optional[str] = typer.Option(None, "--limit-cpu", help="CPU limit, e.g. 0.5."),
@@ -200,7 +202,8 @@ def create(
     """Create a new service."""
     opts = ServiceOptions(
         image=image, args=list(command or []), name=name, replicas=replicas, mode=mode, env=env, labels=label,
-        container_labels=container_label, entrypoint=entrypoint, workdir=workdir, user=user, hostname=hostname,
+        container_labels=container_label, entrypoint=entrypoint, workdir=workdir, user=user, groups=group,
+        init=init, hostname=hostname,
         limit_memory=limit_memory, limit_cpu=limit_cpu, limit_pids=limit_pids, reserve_memory=reserve_memory,
         reserve_cpu=reserve_cpu, constraints=constraint, placement_prefs=placement_pref,
         replicas_max_per_node=replicas_max_per_node, restart_condition=restart_condition,
@@ -243,6 +246,9 @@ def update(
     container_label_rm: List[str] = typer.Option([], "--container-label-rm", help="Remove a container label by its key."),
     workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Working directory inside the container."),
     user: Optional[str] = typer.Option(None, "--user", "-u", help="uid[:gid]."),
+    group_add: List[str] = typer.Option([], "--group-add", help="Add a supplementary group (a name or a gid)."),
+    group_rm: List[str] = typer.Option([], "--group-rm", help="Remove a supplementary group."),
+    init: Optional[bool] = typer.Option(None, "--init/--no-init", help="Run (or stop running) an init as pid 1 that forwards signals and reaps processes."),
     limit_memory: Optional[str] = typer.Option(None, "--limit-memory", help="Memory limit, e.g. 64M."),
     limit_cpu: Optional[str] = typer.Option(None, "--limit-cpu", help="CPU limit, e.g. 0.5."),
     limit_pids: Optional[int] = typer.Option(None, "--limit-pids", help="Maximum number of processes (0 = unlimited)."),
@@ -279,7 +285,8 @@ def update(
     opts = UpdateOptions(
         image=image, args=args, entrypoint=entrypoint, env_add=env_add, env_rm=env_rm, label_add=label_add,
         label_rm=label_rm, container_label_add=container_label_add, container_label_rm=container_label_rm,
-        workdir=workdir, user=user, limit_memory=limit_memory, limit_cpu=limit_cpu, limit_pids=limit_pids,
+        workdir=workdir, user=user, group_add=group_add, group_rm=group_rm, init=init,
+        limit_memory=limit_memory, limit_cpu=limit_cpu, limit_pids=limit_pids,
         reserve_memory=reserve_memory, reserve_cpu=reserve_cpu, constraint_add=constraint_add,
         constraint_rm=constraint_rm, secret_add=secret_add, secret_rm=secret_rm, config_add=config_add,
         config_rm=config_rm, replicas=replicas, max_concurrent=max_concurrent,

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from . import linux, sysctl
 
+MAX_GID = 2**31 - 1  # the kernel takes up to 2**32 - 2, runc only this far (the same under every engine)
 MIN_MEMORY = 6 * 1024 * 1024  # Docker's minimum; below it the runtime's own setup cannot fit
 
 _ID = re.compile(r"^[a-f0-9]{64}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[A-Za-z0-9_.][A-Za-z0-9_.-]*)?$")
+_GROUP = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
 _ENV_NAME = re.compile(r"^[^=\0]+$")
 _ETC_WORD = re.compile(r"^[\x21-\x7e]+$")  # one printable word of an /etc/hosts or resolv.conf line
 LOG_DRIVERS = ("json-file", "none")
@@ -85,6 +87,8 @@ class ContainerConfig:
     hostname: str = ""                   # default: id[:12]
     cwd: str = "/"
     user: str = ""                       # "uid[:gid]" or names from the image's /etc/passwd
+    groups: list[str] = field(default_factory=list)  # supplementary groups: names in the image's /etc/group, or gids
+    init: bool = False                   # pid 1 is an init that forwards signals and reaps (Docker's --init)
     memory_limit: int | None = None      # bytes
     pids_limit: int | None = None
     nano_cpus: int | None = None         # 1e9 = one CPU
@@ -131,6 +135,11 @@ class ContainerConfig:
             raise ValueError(f"cwd: must be an absolute path, got {self.cwd!r}")
         if self.user and not _USER.match(self.user):
             raise ValueError(f"user: {self.user!r} is not user[:group]")
+        for group in self.groups:
+            if not isinstance(group, str) or not _GROUP.match(group):
+                raise ValueError(f"groups: {group!r} is not a group name or numeric gid")
+            if group.isdigit() and int(group) > MAX_GID:
+                raise ValueError(f"groups: gid {group} is out of range (0-{MAX_GID})")
         if self.memory_limit is not None and self.memory_limit < MIN_MEMORY:
             raise ValueError(f"memory_limit: minimum is {MIN_MEMORY} bytes (6 MiB), got {self.memory_limit}")
         if self.pids_limit is not None and self.pids_limit == 0:

@@ -56,6 +56,7 @@ CAPABILITIES = [
 ]
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -169,6 +170,21 @@ def set_process_name(name: str) -> None:
     _libc.prctl(15, ctypes.addressof(buf), 0, 0, 0)  # PR_SET_NAME
 
 
+def set_cmdline(text: str) -> bool:
+    """Make /proc/self/cmdline (what ps shows) read `text` instead of the interpreter's own
+    command line, which names host paths. As setproctitle does: the original argument strings
+    are overwritten in place, and their last byte made non-NUL, which tells the kernel to read
+    only up to the first NUL. False if the original is too short to hold text."""
+    with open("/proc/self/stat", "rb") as f:  # fields 48 and 49: arg_start, arg_end
+        fields = f.read().rpartition(b")")[2].split()
+    start, end = int(fields[45]), int(fields[46])
+    raw = os.fsencode(text) + b"\0"
+    if not start or end - start < len(raw) + 1:
+        return False
+    ctypes.memmove(start, raw + b"\0" * (end - start - len(raw) - 1) + b" ", end - start)
+    return True
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
@@ -178,10 +194,13 @@ class _CapData(ctypes.Structure):
                 ("inheritable", ctypes.c_uint32)]
 
 
+_CapData2 = _CapData * 2  # made once in the supervisor, not in every forked container init
+
+
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set this thread's capability sets (bit masks over capability numbers)."""
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
-    data = (_CapData * 2)()
+    data = _CapData2()
     for i in range(2):
         shift = 32 * i
         data[i].effective = (effective >> shift) & 0xFFFFFFFF

@@ -9,6 +9,11 @@ Order matters and follows runc: join the cgroups first (so the cgroup namespace 
 the container's cgroup), unshare, mount, pivot_root, then set rlimits, drop privileges, set
 no_new_privs, load the seccomp filter as the very last step before execve.
 
+With an init (the shim's request says "init"), the process forks once the namespaces exist,
+before the mounts: the child sets the container up and execs the entrypoint; the parent stays as
+pid 1 (initproc.py) and confines itself as the container process is, before that process may
+exec.
+
 With a user namespace (linux.uidMappings), the process forked by the shim creates it, waits for
 the shim to write the id maps (only a process outside can map a range), becomes root inside,
 creates the other namespaces (so that they belong to the user namespace) and forks the real
@@ -22,9 +27,10 @@ import signal
 import stat
 
 try:
-    from . import linux, seccomp, sysctl
+    from . import initproc, linux, seccomp, sysctl
     from .paths import secure_join
 except ImportError:  # loaded on its own by the supervisor
+    import initproc
     import linux
     import seccomp
     import sysctl
@@ -309,15 +315,64 @@ def seccomp_program(linux_spec: dict, compiled=None):
         raise InitError(128, str(exc)) from None
 
 
+def take_identity(process: dict, prog, nnp: bool) -> None:
+    """Become the container's user with its capabilities (the filter first when no_new_privs is
+    off: without it only CAP_SYS_ADMIN may load one, and that is about to go)."""
+    if prog is not None and not nnp:
+        seccomp.load(prog)
+    switch_identity(process, last_cap())
+
+
+def lock_down(prog, nnp: bool, keep_fds=()) -> None:
+    """The last steps before execve (or the init's loop): no_new_privs, every descriptor above
+    stdio closed but keep_fds, then the seccomp filter, as late as possible."""
+    if nnp:
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    low = 3
+    for fd in sorted(keep_fds):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+    if prog is not None and nnp:
+        seccomp.load(prog)
+
+
+def confine_init(process: dict, linux_spec: dict, compiled_seccomp=None, keep_fds=()) -> None:
+    """The container's init (initproc) gets what its process gets: user, groups, capabilities,
+    no_new_privs, seccomp. Non-dumpable, so that its /proc files need CAP_SYS_PTRACE.
+
+    Not the rlimits: they bound the workload (its child has them), grant nothing, and an
+    address-space or data limit sized for a small program could starve the interpreter."""
+    prog = seccomp_program(linux_spec, compiled_seccomp)
+    nnp = bool(process.get("noNewPrivileges"))
+    take_identity(process, prog, nnp)
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)  # after the uid change, which may reset it
+    lock_down(prog, nnp, keep_fds)
+
+
+def _start_init(spec: dict, meta: dict, kinds: set, errfd: int):
+    """Fork the entrypoint's process and stay as the container's init (never returns here);
+    in the child, the function to call once the container is set up (initproc.start).
+
+    Called once the namespaces exist and before anything is mounted: the child's mounts are in
+    the namespace they share, and its pivot_root moves the root of every process in it that
+    stood at the old root, the init's too, so the init is in the container without a setns."""
+    if "pid" not in kinds:
+        raise InitError(128, "init: needs a pid namespace (it is the namespace's pid 1)")
+
+    def confine(keep_fds) -> None:
+        os.chdir("/")  # the container's root, since the child's pivot_root
+        confine_init(spec["process"], spec.get("linux") or {}, meta.get("seccomp_prog"), keep_fds)
+    return initproc.start(confine, keep_fds=(errfd,))
+
+
 def finish_process(process: dict, linux_spec: dict, env: list, keep_fds=(), pdeathsig: int = 0,
                    compiled_seccomp=None) -> None:
     """The common end of the container init and of exec: identity, no_new_privs, seccomp, exec."""
     args = process["args"]
     prog = seccomp_program(linux_spec, compiled_seccomp)
     nnp = bool(process.get("noNewPrivileges"))
-    if prog is not None and not nnp:
-        seccomp.load(prog)  # still privileged: without no_new_privs only CAP_SYS_ADMIN may load it
-    switch_identity(process, last_cap())
+    take_identity(process, prog, nnp)
     if pdeathsig:
         linux.prctl(linux.PR_SET_PDEATHSIG, pdeathsig)  # after the uid change, which clears it
     cwd = process.get("cwd") or "/"
@@ -326,17 +381,9 @@ def finish_process(process: dict, linux_spec: dict, env: list, keep_fds=(), pdea
     except OSError as exc:
         raise InitError(128, f"cwd: cannot enter {cwd}: {exc.strerror}") from None
     path = find_executable(args[0], env)
-    if nnp:
-        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     environ = dict(item.split("=", 1) for item in env if "=" in item)
     reset_signals()
-    low = 3
-    for fd in sorted(keep_fds):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 16)
-    if prog is not None and nnp:
-        seccomp.load(prog)
+    lock_down(prog, nnp, keep_fds)
     try:
         os.execve(path, args, environ)
     except FileNotFoundError:
@@ -403,6 +450,8 @@ def setup_and_exec(spec: dict, bundle: str, meta: dict, errfd: int) -> None:
         flags |= linux.NAMESPACE_FLAGS[kind]
     linux.unshare(flags)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    # With an init, only the entrypoint's process goes on from here (this one stays as pid 1).
+    set_up = _start_init(spec, meta, kinds, errfd) if meta.get("init") else None
 
     root = spec["root"]["path"]
     rootfs = root if root.startswith("/") else os.path.join(bundle, root)
@@ -431,6 +480,8 @@ def setup_and_exec(spec: dict, bundle: str, meta: dict, errfd: int) -> None:
     set_rlimits(process.get("rlimits"))
     cwd = process.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True)
+    if set_up is not None:
+        set_up()
     finish_process(process, linux_spec, process.get("env", []), keep_fds=(errfd,),
                    compiled_seccomp=meta.get("seccomp_prog"))
 

@@ -1,7 +1,8 @@
 """Shoal's container runtime: OCI bundles, each container supervised by its own shim.
 
 State directory of a container (root/<id>/):
-    shoal.json      runtime bookkeeping: bundle, engine, cgroup, log settings (written first)
+    shoal.json      runtime bookkeeping: bundle, engine, cgroup, log settings, whether pid 1 is
+                    Shoal's init (initproc.py) (written first)
     config.json     the OCI runtime spec (written last by create: its presence means "created");
                     for a bundle made elsewhere (create_bundle) it lives in that bundle
     rootfs/         overlayfs mount: layers read-only below, upper/ + work/ for writes
@@ -44,7 +45,7 @@ from .client import SupervisorClient
 from .config import (ContainerConfig, ContainerExistsError, ContainerNotFoundError, ContainerState,
                      ContainerStateError, UserNamespace)
 from .paths import secure_join
-from .spec import build_spec, home_dir, hosts_file, parse_user, resolv_conf
+from .spec import add_groups, build_spec, capability_set, home_dir, hosts_file, parse_user, resolv_conf
 
 START_TIMEOUT = 30.0
 STOP_SLACK = 2.0  # past the deadline, how long the shim gets to SIGKILL before the daemon does it
@@ -213,6 +214,8 @@ class Runtime:
 
     def create(self, cfg: ContainerConfig) -> None:
         cfg.validate()
+        if cfg.init:
+            self._check_init(cfg)
         bundle = self._bundle(cfg.id)
         try:
             bundle.mkdir(mode=0o711)
@@ -223,6 +226,20 @@ class Runtime:
         except BaseException:
             self._teardown(cfg.id)
             raise
+
+    def _check_init(self, cfg: ContainerConfig) -> None:
+        """Only Shoal's engine has an init to give (initproc.py: its own process, forked); runc
+        and crun would need an init binary in the container, and the node has none to bind in.
+        Refused rather than ignored: the service would silently lose the signal forwarding and
+        reaping it asked for."""
+        if self.engine != "shoal":
+            raise ValueError(f"init: the {self.engine} engine cannot run an init in the container "
+                             f"(no init binary on this node); only the shoal engine can")
+        if "CAP_SYS_PTRACE" in capability_set(cfg.cap_add, cfg.cap_drop) and cfg.user_namespace is None:
+            # The init is the node's Python interpreter: a container that may ptrace its pid 1
+            # could reach that host file through /proc/1/exe (runc's CVE-2019-5736).
+            raise ValueError("init: cannot be combined with capability SYS_PTRACE (the init runs the node's "
+                             "own Python interpreter) unless the node remaps user namespaces")
 
     def _meta_for(self, id: str, bundle: Path, cgroup_path: str, resources: dict[str, Any],
                   labels: dict[str, str], log_max_size: int, log_max_files: int, **extra: Any) -> dict[str, Any]:
@@ -253,6 +270,7 @@ class Runtime:
         meta = self._meta_for(cfg.id, bundle, cgroup_path, {}, cfg.labels, cfg.log_max_size,
                               cfg.log_max_files, layers=lowers, **extra)
         meta["log"]["driver"] = cfg.log_driver  # the shim drops the output of a "none" container
+        meta["init"] = cfg.init
         _write_json(bundle / "shoal.json", meta)
         self._mount_rootfs(bundle, meta)
 
@@ -260,6 +278,7 @@ class Runtime:
         passwd = self._read_image_file(rootfs, "/etc/passwd")
         group = self._read_image_file(rootfs, "/etc/group")
         uid, gid, extra_gids = parse_user(cfg.user, passwd, group)
+        extra_gids = add_groups(gid, extra_gids, cfg.groups, group)
         if cfg.user_namespace is not None:
             for kind, value in (("uid", uid), ("gid", gid), *(("gid", g) for g in extra_gids)):
                 if value >= cfg.user_namespace.size:
@@ -381,7 +400,8 @@ class Runtime:
             req = {"op": "start", "id": id, "state": str(state), "bundle": meta.get("bundle") or str(state),
                    "engine": engine, "cgroups": {"version": self.layout.version,
                                                  "procs": meta["cgroups"]["procs"]},
-                   "oom": oom, "log": meta.get("log") or {"path": str(state / "container.log")}}
+                   "oom": oom, "log": meta.get("log") or {"path": str(state / "container.log")},
+                   "init": bool(meta.get("init"))}
             if engine != "shoal":
                 req.update(engine_bin=self.engine_bin or shutil.which(engine) or engine,
                            engine_root=str(self._engine_root(engine)),

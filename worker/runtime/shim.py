@@ -138,7 +138,7 @@ def spawn_shoal(req: dict, spec: dict, stdio, prog=None) -> tuple:
     linux_spec = spec.get("linux") or {}
     kinds = {ns.get("type") for ns in linux_spec.get("namespaces") or []}
     userns = "user" in kinds
-    meta = {"stdio": stdio, "cgroups": req.get("cgroups") or {}, "seccomp_prog": prog}
+    meta = {"stdio": stdio, "cgroups": req.get("cgroups") or {}, "seccomp_prog": prog, "init": bool(req.get("init"))}
     sync_parent = sync_child = None
     if userns:
         sync_parent, sync_child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)

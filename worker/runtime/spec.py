@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import seccomp_profile
-from .config import ULIMITS, ContainerConfig
+from .config import MAX_GID, ULIMITS, ContainerConfig
 from .linux import CAPABILITIES
 
 OCI_VERSION = "1.0.2"
@@ -101,6 +101,26 @@ def parse_user(user: str, passwd: str, group: str) -> tuple[int, int, list[int]]
         if value >= 2**32 - 1:
             raise ValueError(f"user: id {value} is out of range")
     return uid, gid, extra
+
+
+def add_groups(gid: int, extra: list[int], groups: list[str], group: str) -> list[int]:
+    """The user's supplementary gids with Docker's --group-add on top: each a numeric gid (which
+    need not exist) or a name that must be in the image's /etc/group. Duplicates and the
+    primary gid are left out (id -G lists that first anyway)."""
+    out = list(extra)
+    for name in groups:
+        if name.isdigit():
+            value = int(name)
+        else:
+            entry = _lookup(group, name, by_name=True)
+            if entry is None or not entry[2].isdigit():
+                raise ValueError(f"groups: no group {name!r} in the image's /etc/group")
+            value = int(entry[2])
+        if value > MAX_GID:
+            raise ValueError(f"groups: gid {value} is out of range (0-{MAX_GID})")
+        if value != gid and value not in out:
+            out.append(value)
+    return out
 
 
 def hosts_file(hostname: str, extra_hosts: list[str] | tuple[str, ...] = ()) -> str:

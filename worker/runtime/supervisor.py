@@ -30,7 +30,7 @@ import sys
 import zlib
 
 SOCKET = "supervisor.sock"
-MODULES = ("supervisor.py", "shim.py", "nsinit.py", "nsexec.py", "linux.py", "procfs.py", "paths.py",
+MODULES = ("supervisor.py", "shim.py", "nsinit.py", "initproc.py", "nsexec.py", "linux.py", "procfs.py", "paths.py",
            "seccomp.py", "syscalls.py", "jsonlog.py", "engines.py", "sysctl.py")
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN_BASE = "/run/shoal/runtime"
