@@ -11,11 +11,11 @@ from ..core import PersistedState
 from ..messages import Entry, HardState, Snapshot
 from .memory import StorageError, StoredLog
 from .snapshot import SnapshotError, SnapshotStore
-from .wal import WAL, OpenReport, SnapshotRef
+from .wal import SEGMENT_BYTES, WAL, OpenReport, SnapshotRef
 
 
 class DiskStorage:
-    def __init__(self, directory: str, segment_bytes: int = 64 << 20, sync: bool = True):
+    def __init__(self, directory: str, segment_bytes: int = SEGMENT_BYTES, sync: bool = True):
         """Open (or create) the storage and replay it; the result is in `self.state`."""
         self.dir = directory
         self.snaps = SnapshotStore(os.path.join(directory, "snap"), sync)
