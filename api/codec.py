@@ -50,21 +50,60 @@ def _fields(cls: type) -> tuple[tuple[str, str, Any], ...]:
 def encode(obj: Any) -> Any:
     """Dataclass tree -> JSON-ready value. Fields that are not set (None, empty, or a zero
     value that is also the field's default) are left out, as the Docker API's omitempty does."""
+    enc = _ENCODERS.get(type(obj))
+    if enc is not None:
+        return enc(obj)
     if dataclasses.is_dataclass(obj):
-        out = {}
-        for name, wire, _ in _fields(type(obj)):
-            value = getattr(obj, name)
-            if value is None or (isinstance(value, (list, dict, str)) and not value):
-                continue
-            if (value is False or (type(value) in (int, float) and value == 0)) and _default(type(obj), name) == value:
-                continue
-            out[wire] = encode(value)
-        return out
+        return _dataclass_encoder(type(obj))(obj)
     if isinstance(obj, list):
         return [encode(v) for v in obj]
     if isinstance(obj, dict):
         return {k: encode(v) for k, v in obj.items()}
     return obj
+
+
+# Per-class encoders, built once: every Raft entry, snapshot and API answer goes through
+# `encode`, and walking `dataclasses.fields` and the defaults for each object dominated it.
+_ENCODERS: dict[type, Any] = {}
+_MISSING = dataclasses.MISSING
+
+
+def _dataclass_encoder(cls: type):
+    table = tuple((name, wire, _default(cls, name)) for name, wire, _ in _fields(cls))
+
+    def enc(obj: Any) -> dict:
+        out = {}
+        for name, wire, default in table:
+            value = getattr(obj, name)
+            t = type(value)
+            # Fast paths for the common leaf types; everything else takes the general rule.
+            if t is str:
+                if value:
+                    out[wire] = value
+            elif t is int or t is float:
+                if value != 0 or default != value:
+                    out[wire] = value
+            elif value is None:
+                continue
+            elif t is list:
+                if value:
+                    out[wire] = [v if type(v) is str else encode(v) for v in value]
+            elif t is dict:
+                if value:
+                    out[wire] = {k: v if type(v) is str else encode(v) for k, v in value.items()}
+            elif t is bool:
+                if value is not False or default != value:
+                    out[wire] = value
+            else:
+                if isinstance(value, (list, dict, str)) and not value:
+                    continue
+                if (value is False or (type(value) in (int, float) and value == 0)) and default == value:
+                    continue
+                out[wire] = encode(value)
+        return out
+
+    _ENCODERS[cls] = enc
+    return enc
 
 
 @lru_cache(maxsize=None)
@@ -78,7 +117,85 @@ def _default(cls: type, name: str) -> Any:
 
 def decode(cls: type[T], data: Any, path: str = "") -> T:
     """JSON value -> dataclass `cls`, checking types and refusing unknown fields."""
-    return _decode(cls, data, path)
+    return _decoder(cls)(data, path)
+
+
+# Per-type decoders, built once and cached: the same checks and error messages as `_decode`
+# (which stays the reference and the fallback), without looking the type apart again for
+# every value. Every applied Raft entry is decoded on every manager, so this is hot.
+_DECODERS: dict[Any, Any] = {}
+_NONE = type(None)
+
+
+def _decoder(tp: Any):
+    dec = _DECODERS.get(tp)
+    if dec is None:
+        dec = _DECODERS[tp] = _build_decoder(tp)
+    return dec
+
+
+def _leaf_types(tp: Any) -> frozenset:
+    """Types whose values `_decode(tp, v)` returns unchanged: the decoder may skip the call."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return frozenset({_NONE}) | (_leaf_types(args[0]) if len(args) == 1 else frozenset())
+    return frozenset({tp}) if tp in (str, int, bool) else frozenset({float}) if tp is float else frozenset()
+
+
+def _build_decoder(tp: Any):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        cell: list[dict[str, tuple[str, frozenset, Any]] | None] = [None]
+
+        def dec_dataclass(data: Any, path: str) -> Any:
+            table = cell[0]
+            if table is None:  # built on first use (classes may refer to each other), then published whole
+                table = {wire: (name, _leaf_types(ftype), _decoder(ftype)) for name, wire, ftype in _fields(tp)}
+                cell[0] = table
+            if not isinstance(data, dict):
+                raise DecodeError(path, f"must be an object, got {_got(data)}")
+            kwargs = {}
+            for key, value in data.items():
+                known = table.get(key)
+                if known is None:
+                    raise DecodeError(_join(path, key), "unknown field")
+                name, leaves, sub = known
+                kwargs[name] = value if type(value) in leaves else sub(value, _join(path, key))
+            try:
+                return tp(**kwargs)
+            except TypeError as exc:  # a required field is missing
+                raise DecodeError(path, str(exc)) from None
+        return dec_dataclass
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        leaves, sub = _leaf_types(item), _decoder(item)
+
+        def dec_list(data: Any, path: str) -> list:
+            if not isinstance(data, list):
+                raise DecodeError(path, f"must be a list, got {_got(data)}")
+            return [v if type(v) in leaves else sub(v, f"{path}[{i}]") for i, v in enumerate(data)]
+        return dec_list
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        leaves, sub = _leaf_types(vt), _decoder(vt)
+
+        def dec_dict(data: Any, path: str) -> dict:
+            if not isinstance(data, dict):
+                raise DecodeError(path, f"must be an object, got {_got(data)}")
+            out = {}
+            for k, v in data.items():
+                if not isinstance(k, str):
+                    raise DecodeError(path, "keys must be strings")
+                out[k] = v if type(v) in leaves else sub(v, _join(path, k))
+            return out
+        return dec_dict
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            inner = _decoder(args[0])
+            return lambda data, path: None if data is None else inner(data, path)
+    return lambda data, path: _decode(tp, data, path)  # scalars, Any and the rest
 
 
 def _type_label(tp: Any) -> str:

@@ -26,8 +26,16 @@ def timestamp(epoch: float | None = None) -> str:
     nanos = int(round((epoch - whole) * 1e9))
     if nanos >= 1_000_000_000:
         whole, nanos = whole + 1, nanos - 1_000_000_000
-    base = datetime.fromtimestamp(whole, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = _seconds_cache.get(whole)
+    if base is None:  # formatting the date is most of the cost; every write stamps one
+        base = datetime.fromtimestamp(whole, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        if len(_seconds_cache) > 64:
+            _seconds_cache.clear()
+        _seconds_cache[whole] = base
     return f"{base}.{nanos:09d}Z"
+
+
+_seconds_cache: dict[int, str] = {}
 
 
 def parse_timestamp(text: str) -> float:

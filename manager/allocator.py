@@ -417,7 +417,8 @@ def new_ingress(network_id: str) -> Network:
 def allocate_endpoint(svc: Service, networks: list[Network], pools: Pools) -> Endpoint | None:
     """The service's endpoint for its current spec, reusing what it holds; None while one of its
     networks is not allocated yet. AllocationError names the offending field."""
-    spec = copy.deepcopy(endpoint_spec(svc))
+    # Read only (the endpoint shares it with the service): no copy on every pass.
+    spec = endpoint_spec(svc)
     if spec.mode not in ("vip", "dnsrr"):
         raise AllocationError(f"EndpointSpec.Mode: must be vip or dnsrr, got {spec.mode!r}")
     previous = svc.endpoint.ports if svc.endpoint else []
@@ -655,7 +656,10 @@ def allocation_actions(store: Store, new_id: Callable[[], str], now: str | None 
         if endpoint is None:
             continue
         if endpoint != svc.endpoint:
-            new = copy.deepcopy(svc)
+            # A shallow copy: `new` is only proposed (encoded) and read, and stored objects are
+            # never changed in place, so sharing their parts is safe; a deep copy of every new
+            # service was most of the leader's CPU under a stream of service creations.
+            new = copy.copy(svc)
             new.endpoint = endpoint
             second.append(Action("update", "service", new))
             svc = new

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import logging
 import ssl
 import time
@@ -26,6 +27,29 @@ from manager.store import Action, Change, Store, StoreError
 
 log = logging.getLogger("shoal.manager")
 
+# Passes over the cluster come at most this often under a stream of changes (one alone is
+# acted on at once), as SwarmKit's scheduler batches its commits within 50 ms.
+RECONCILE_MIN_INTERVAL_S = 0.05
+# The collector: the store and the Raft log are large, long-lived object graphs that a full
+# collection walks again each time, and every write allocates thousands of young objects;
+# collecting the young generation less often costs a little memory and saves most of it.
+GC_THRESHOLDS = (20_000, 20, 50)
+
+
+def tune_gc() -> None:
+    """Once per process, when the first manager has loaded its state: freeze what is alive
+    (modules, the restored store and log: the collector no longer walks them; they are still
+    freed when released) and raise the thresholds (never lowering ones set higher)."""
+    global _gc_tuned
+    if _gc_tuned:
+        return
+    _gc_tuned = True
+    gc.freeze()
+    gc.set_threshold(*(max(have, want) for have, want in zip(gc.get_threshold(), GC_THRESHOLDS)))
+
+
+_gc_tuned = False
+
 
 class Manager:
     """A manager: every manager holds the replicated store through Raft and answers reads;
@@ -39,7 +63,8 @@ class Manager:
         self.store = Store()
         self.ssl_context = ssl_context
         self._peer_addrs: dict[str, str] = dict(peer_addrs or {})
-        self.transport = RaftTransport(ssl_context or (lambda: None), self.address_of, self._peer_unreachable)
+        self.transport = RaftTransport(ssl_context or (lambda: None), self.address_of, self._peer_unreachable,
+                                       self._peer_connected)
         self.raft = RaftNode(node_id, state_dir / "raft", self.store, send=self.transport.send,
                              on_role_change=self._role_changed, on_conf_change=self._conf_changed, crypter=crypter)
         self.dispatcher = Dispatcher(self.store, self.propose, members=lambda: sum(self.raft.members(), ()))
@@ -91,6 +116,7 @@ class Manager:
         self.raft.open(bootstrap)
 
     async def start(self) -> None:
+        tune_gc()
         self.raft.start()
 
     def heartbeat_period(self) -> int:
@@ -146,9 +172,18 @@ class Manager:
         if self.raft.core is not None and self.is_leader:
             self.raft.core.report_unreachable(peer_id)
 
+    def _peer_connected(self, peer_id: str) -> None:
+        self.raft.peer_connected(peer_id)
+
     def step(self, msg) -> None:
         self.transport.heard_from(msg.frm)
         self.raft.step(msg)
+
+    def step_many(self, msgs: list) -> None:
+        """The messages of one frame from a peer."""
+        for frm in {m.frm for m in msgs}:
+            self.transport.heard_from(frm)
+        self.raft.step_many(msgs)
 
     async def forward(self, method: str, path_qs: str, body: bytes, content_type: str,
                       headers: dict[str, str] | None = None) -> tuple[int, bytes, str]:
@@ -240,12 +275,20 @@ class Manager:
 
     async def _reconcile_loop(self) -> None:
         wake_at: float | None = None
+        last_pass = 0.0
         while True:
             timeout = None if wake_at is None else max(0.0, wake_at - time.time())
             try:
                 await asyncio.wait_for(self._dirty.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+            # A pass looks at every service, task and node: under a stream of writes, one pass
+            # per applied entry would cost O(cluster) each. Changes that arrive within
+            # RECONCILE_MIN_INTERVAL_S of the last pass wait for the next one, together.
+            pause = last_pass + RECONCILE_MIN_INTERVAL_S - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            last_pass = time.monotonic()
             self._dirty.clear()
             try:
                 wake_at = await self.reconcile_once()

@@ -5,6 +5,8 @@ deterministic function of the current tables and the entry: the same entries app
 order give the same tables on every manager. An entry applies whole or not at all.
 
 Readers get the stored objects themselves and must not mutate them; writers copy first.
+Stored objects are replaced, never changed in place, so an updated object may share the parts
+it did not change with the one it replaces.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from api import codec
-from api.objects import KINDS, Service, Task, TaskStatus, state_rank
+from api.objects import KINDS, Service, Task, TaskStatus, Version, state_rank
 
 
 class StoreError(Exception):
@@ -103,8 +105,11 @@ class Store:
 
     # --- the one write path -----------------------------------------------------------------
 
-    def apply(self, index: int, timestamp: str, actions: Iterable[Action]) -> list[Change]:
-        """Apply one log entry. Raises StoreError and changes nothing if any action is refused."""
+    def apply(self, index: int, timestamp: str, actions: Iterable[Action], owned: bool = False) -> list[Change]:
+        """Apply one log entry. Raises StoreError and changes nothing if any action is refused.
+
+        `owned`: the actions' objects are the caller's to give away (freshly decoded from the
+        log, as Raft's apply does), so the store keeps them instead of a deep copy each."""
         staged: dict[tuple[str, str], Any] = {}  # (kind, id) -> new object or None (deleted)
         changes: list[Change] = []
 
@@ -115,7 +120,7 @@ class Store:
             return self.tables[kind].get(obj_id)
 
         for action in actions:
-            change = self._stage(action, current, index, timestamp, staged)
+            change = self._stage(action, current, index, timestamp, staged, owned)
             if change is not None:
                 changes.append(change)
         for (kind, obj_id), obj in staged.items():
@@ -129,10 +134,10 @@ class Store:
                 watcher(changes)
         return changes
 
-    def _stage(self, action: Action, current, index: int, ts: str, staged: dict) -> Change | None:
+    def _stage(self, action: Action, current, index: int, ts: str, staged: dict, owned: bool = False) -> Change | None:
         kind, op = action.kind, action.op
         if op == "create":
-            obj = copy.deepcopy(action.obj)
+            obj = action.obj if owned else copy.deepcopy(action.obj)
             if not obj.id:
                 raise StoreError("id: must not be empty")
             if current(kind, obj.id) is not None:
@@ -147,7 +152,7 @@ class Store:
             staged[(kind, obj.id)] = obj
             return Change("create", kind, obj)
         if op == "update":
-            obj = copy.deepcopy(action.obj)
+            obj = action.obj if owned else copy.deepcopy(action.obj)
             old = current(kind, obj.id)
             if old is None:
                 raise NotFound(f"{kind} {obj.id} not found")
@@ -183,22 +188,22 @@ class Store:
                 return None
             if status.state == task.status.state and status == task.status:
                 return None
-            new = copy.deepcopy(task)
-            new.status = copy.deepcopy(status)
+            new = _task_copy(task)
+            new.status = status if owned else copy.deepcopy(status)
         elif op == "task_desired":
             desired = action.obj
             if not isinstance(desired, str) or desired not in _DESIRED_OK:
                 raise StoreError(f"desired_state: invalid value {desired!r}")
             if state_rank(desired) <= state_rank(task.desired_state):
                 return None
-            new = copy.deepcopy(task)
+            new = _task_copy(task)
             new.desired_state = desired
         elif op == "task_assign":
             body = action.obj if isinstance(action.obj, dict) else {}
             node_id, message = body.get("NodeID", ""), body.get("Message", "")
             if task.status.state not in ("new", "pending"):
                 return None
-            new = copy.deepcopy(task)
+            new = _task_copy(task)
             if node_id:
                 new.node_id = node_id
                 new.status = TaskStatus(timestamp=ts, state="assigned", message="scheduler assigned task to node")
@@ -272,3 +277,12 @@ class Store:
 
 _NAMED = ("service", "secret", "config")  # kinds whose spec names are unique
 _DESIRED_OK = {"running", "ready", "complete", "shutdown", "remove"}
+
+
+def _task_copy(task: Task) -> Task:
+    """The next version of a stored task for the task operations: they replace whole fields
+    (status, desired state, node) and the version, so the rest may be shared with the
+    stored one (which nobody changes in place) instead of deep-copied on every report."""
+    new = copy.copy(task)
+    new.version = Version(task.version.index)
+    return new

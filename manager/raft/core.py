@@ -17,6 +17,11 @@ The runner loop (the durability contract)
             2. only now send rd.messages: a vote, an acknowledgement or an append may
                promise exactly what step 1 made durable; sending earlier can lose an
                acknowledged write or let a node vote twice in one term after a crash.
+               Exception: when rd.send_first is set (a leader's Ready with no new term or
+               vote), the messages may go out before step 1, so the followers write the new
+               entries while the leader does (thesis §10.2.1): a leader promises nothing
+               about its own log in them, and counts itself towards a commit only for
+               entries it has persisted (after `advance`).
             3. apply rd.snapshot (if any) to the state machine, then rd.committed_entries
                in order (entries with empty data are leader no-ops: skip them); answer
                rd.read_states once the state machine has applied their index.
@@ -146,6 +151,8 @@ class Ready:
     committed_entries: list[Entry]
     read_states: list[ReadState]
     must_sync: bool
+    # The messages may be sent before the Ready is persisted (see the runner loop above).
+    send_first: bool = False
 
 
 class _PendingRead:
@@ -327,6 +334,14 @@ class RaftCore:
         pr = self.prs.get(peer)
         if pr is not None and pr.state == REPLICATE:
             pr.become_probe()
+
+    def report_connected(self, peer: str) -> None:
+        """The runner (re)connected to `peer`: a leader sends it a heartbeat now rather than at
+        the next heartbeat tick, so a restarted follower hears from it (and is sent what it
+        lacks, on its answer) without waiting."""
+        pr = self.prs.get(peer)
+        if self.role is Role.LEADER and pr is not None:
+            self._send(MsgType.HEARTBEAT, peer, commit=min(pr.match, self.log.committed))
 
     def create_snapshot(self, index: int, data: bytes) -> Snapshot:
         """Snapshot of the state machine after applying `index` (<= applied); it becomes the
@@ -830,6 +845,9 @@ class RaftCore:
         hs = None
         prev = self._prev_hs
         must_sync = False
+        # A leader's appends, heartbeats and commit indexes promise nothing about its own log;
+        # only a new term or vote (which its messages carry) must be durable before they go.
+        send_first = self.role is Role.LEADER and prev.term == self.term and prev.vote == self.vote
         if prev.term != self.term or prev.vote != self.vote or prev.commit != log.committed:
             hs = HardState(self.term, self.vote, log.committed)
             must_sync = prev.term != self.term or prev.vote != self.vote
@@ -847,7 +865,7 @@ class RaftCore:
         msgs, self.msgs = self.msgs, []
         reads, self.read_states = self.read_states, []
         return Ready(soft, hs, snap, entries, msgs, committed, reads,
-                     must_sync or bool(entries) or snap is not None)
+                     must_sync or bool(entries) or snap is not None, send_first and snap is None)
 
     def advance(self, rd: Ready) -> None:
         log = self.log

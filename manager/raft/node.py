@@ -2,8 +2,10 @@
 store as the replicated state machine. It offers the same `propose(actions)` as the single-member
 log it replaces, so the callers did not change.
 
-Each Ready is handled in the order the core's contract requires: persist (fsync) in a thread,
-then send its messages, then apply its committed entries to the store, then advance.
+Each Ready is handled in the order the core's contract requires: persist (fsync), then send
+its messages (a leader's go first, see `Ready.send_first`), then apply its committed entries to
+the store, then advance. Proposals made meanwhile gather in the core and go out together in the
+next Ready: one WAL record, one fsync and one append message per follower for all of them.
 """
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ from typing import Callable, Sequence
 import msgpack
 
 from api.ids import timestamp
-from manager.raft.core import NotLeader, ProposalDropped, RaftConfig, RaftCore, Role, initial_state
+from manager.raft.core import NotLeader, ProposalDropped, RaftConfig, RaftCore, Ready, Role, initial_state
 from manager.raft.messages import ENTRY_CONF, ConfChange, ConfChangeType, Entry, Message
 from manager.encryption.aead import Crypter
+from manager.raft.persist import Persister
 from manager.raft.storage.disk import DiskStorage
-from manager.raft.storage.wal import PLAINTEXT
+from manager.raft.storage.wal import PLAINTEXT, gc_paused
 from manager.store import Action, Change, Store, StoreError
 
 log = logging.getLogger("shoal.raft")
@@ -50,10 +53,15 @@ class NotLeaderError(StoreError):
         self.leader = leader
 
 
-@dataclass
+def _needs_sync(rd: Ready) -> bool:
+    return bool(rd.entries) or rd.snapshot is not None or rd.must_sync
+
+
+@dataclass(slots=True)
 class _Waiter:
     term: int
     future: asyncio.Future
+    deadline: float  # loop time after which the write is reported as not committed in time
 
 
 @dataclass
@@ -73,8 +81,15 @@ class RaftNode:
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _was_leader: bool = False
     _inbox: list[Message] = field(default_factory=list)
+    _persister: Persister = field(default_factory=Persister)
+    _in_ready: bool = False  # a Ready is being handled (the ready loop may be awaiting its write)
+    _closed: bool = False
     _rekeys: list[tuple[Crypter, asyncio.Future]] = field(default_factory=list)
     _rekey_job: asyncio.Future | None = None
+    # Counters for benchmarks and diagnostics: Readies handled, of them persisted (one WAL
+    # record and fsync each), entries persisted, messages sent, microseconds writers waited.
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("readies", "syncs", "entries", "messages", "wait_us"), 0))
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -82,6 +97,10 @@ class RaftNode:
         """Open the storage and rebuild the store from its snapshot and log. `bootstrap` founds a
         new cluster with this node as its only voter; a joining node starts empty and learns
         everything from the leader."""
+        with gc_paused():  # a large log and snapshot: see gc_paused
+            self._open(bootstrap)
+
+    def _open(self, bootstrap: bool) -> None:
         self.storage = DiskStorage(str(self.directory), crypter=self.crypter)
         if self.storage.report and getattr(self.storage.report, "dropped_records", 0):
             log.warning("raft log: %s", self.storage.report)
@@ -103,6 +122,7 @@ class RaftNode:
             self._wake.set()
 
     async def close(self) -> None:
+        self._closed = True
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -121,6 +141,7 @@ class RaftNode:
             if not fut.done():
                 fut.set_exception(NoLeader("manager shutting down"))
         self._rekeys.clear()
+        self._persister.close()
         if self.storage:
             self.storage.close()
 
@@ -143,6 +164,12 @@ class RaftNode:
     def step(self, msg: Message) -> None:
         self._inbox.append(msg)
         self._wake.set()
+
+    def step_many(self, msgs: Sequence[Message]) -> None:
+        """Messages from a peer (one frame), handled at once if possible (`_handle_ready_now`)."""
+        self._inbox.extend(msgs)
+        if not self._handle_ready_now():
+            self._wake.set()
 
     async def propose(self, actions: Sequence[Action]) -> list[Change]:
         data = msgpack.packb({"Time": timestamp(), "Actions": [a.to_wire() for a in actions]}, use_bin_type=True)
@@ -173,19 +200,40 @@ class RaftNode:
         return await self._wait(term, index)
 
     async def _wait(self, term: int, index: int):
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters[index] = _Waiter(term, fut)
+        # No asyncio.wait_for (a timer and a wrapping future per write): the ticker fails the
+        # waiters whose deadline passed (`_expire_waiters`).
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        waiter = _Waiter(term, fut, loop.time() + PROPOSE_TIMEOUT_S)
+        old = self._waiters.get(index)
+        if old is not None and not old.future.done():  # an entry of an older term was replaced
+            old.future.set_exception(NoLeader("leadership changed before the write committed"))
+        self._waiters[index] = waiter
         self._wake.set()
+        t0 = time.perf_counter()
         try:
-            return await asyncio.wait_for(fut, PROPOSE_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise NoLeader("the write was not committed in time") from None
+            return await fut
         finally:
-            self._waiters.pop(index, None)
+            self.stats["wait_us"] += int(1e6 * (time.perf_counter() - t0))
+            if self._waiters.get(index) is waiter:
+                del self._waiters[index]
+
+    def _expire_waiters(self) -> None:
+        """Writes not committed within PROPOSE_TIMEOUT_S fail (checked every tick)."""
+        now = asyncio.get_running_loop().time()
+        for w in self._waiters.values():
+            if w.deadline <= now and not w.future.done():
+                w.future.set_exception(NoLeader("the write was not committed in time"))
+
+    def peer_connected(self, peer: str) -> None:
+        if self.core is not None:
+            self.core.report_connected(peer)
+            self._wake.set()
 
     async def rekey(self, crypter: Crypter) -> None:
         """Rewrite the whole storage sealed with `crypter`'s key and write with it from now on.
-        Done by the ready loop between two Readys, so no save runs meanwhile."""
+        Done by the ready loop between two Readies with `_in_ready` set, so no save (not even
+        an inline one, see _handle_ready_now) runs meanwhile."""
         fut = asyncio.get_running_loop().create_future()
         self._rekeys.append((crypter, fut))
         self._wake.set()
@@ -221,6 +269,7 @@ class RaftNode:
             await asyncio.sleep(TICK_S)
             self._flush_inbox()
             self.core.tick()
+            self._expire_waiters()
             self._wake.set()
 
     def _flush_inbox(self) -> None:
@@ -235,27 +284,73 @@ class RaftNode:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._in_ready = True
+            try:
+                self._flush_inbox()
+                while self.core.has_ready():
+                    rd = self.core.ready()
+                    self._before_persist(rd)
+                    if _needs_sync(rd):
+                        await self._persister.run(self.storage.save, rd.hard_state, rd.entries, rd.snapshot,
+                                                  rd.must_sync)
+                    self._after_persist(rd)
+                if self.core.should_snapshot():
+                    await self._snapshot()
+                if self._rekeys:
+                    await self._run_rekeys()
+            finally:
+                self._in_ready = False
+
+    def _handle_ready_now(self) -> bool:
+        """Handle the pending input and its Readies here and now, when that needs no waiting
+        (the ready loop is between Readies and writes go inline). Under load an event-loop
+        round is long (every connection's requests are parsed in it), so the ready loop's
+        turn comes late; an acknowledgement that commits writes should not wait for it."""
+        if self._in_ready or self._persister.threaded or self.core is None or self._closed:
+            return False
+        self._in_ready = True
+        try:
             self._flush_inbox()
             while self.core.has_ready():
                 rd = self.core.ready()
-                if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-                    await asyncio.to_thread(self.storage.save, rd.hard_state, rd.entries, rd.snapshot,
-                                            rd.must_sync)
-                if rd.messages:
-                    self.send(rd.messages)
-                if rd.snapshot is not None and rd.snapshot.index:
-                    self.store.restore(msgpack.unpackb(rd.snapshot.data, raw=False))
-                    self._fail_waiters_upto(rd.snapshot.index)
-                for entry in rd.committed_entries:
-                    self._apply(entry)
-                self.core.advance(rd)
-                self._flush_inbox()
-                if rd.soft_state is not None:
-                    self._role_changed()
-            if self.core.should_snapshot():
-                await self._snapshot()
-            if self._rekeys:
-                await self._run_rekeys()
+                self._before_persist(rd)
+                if _needs_sync(rd):
+                    self._persister.run_inline(self.storage.save, rd.hard_state, rd.entries, rd.snapshot,
+                                               rd.must_sync)
+                self._after_persist(rd)
+        finally:
+            self._in_ready = False
+        if self.core.should_snapshot():
+            self._wake.set()  # the ready loop takes it (it writes a file)
+        return True
+
+    def _before_persist(self, rd: Ready) -> None:
+        stats = self.stats
+        stats["readies"] += 1
+        stats["entries"] += len(rd.entries)
+        stats["messages"] += len(rd.messages)
+        if _needs_sync(rd):
+            stats["syncs"] += 1
+        if rd.send_first and rd.messages:
+            self.send(rd.messages)  # the followers write these entries while we do
+
+    def _after_persist(self, rd: Ready) -> None:
+        if rd.hard_state is not None and not _needs_sync(rd):
+            # Only the commit index moved: recorded without an fsync (it is recomputed after a
+            # crash), so not worth a trip through the persister.
+            self.storage.save(rd.hard_state, [], None, False)
+        if rd.messages and not rd.send_first:
+            self.send(rd.messages)
+        if rd.snapshot is not None and rd.snapshot.index:
+            with gc_paused():
+                self.store.restore(msgpack.unpackb(rd.snapshot.data, raw=False))
+            self._fail_waiters_upto(rd.snapshot.index)
+        for entry in rd.committed_entries:
+            self._apply(entry)
+        self.core.advance(rd)
+        self._flush_inbox()
+        if rd.soft_state is not None:
+            self._role_changed()
 
     def _role_changed(self) -> None:
         leader = self.is_leader
@@ -287,7 +382,7 @@ class RaftNode:
         try:
             body = msgpack.unpackb(entry.data, raw=False)
             actions = [Action.from_wire(a) for a in body["Actions"]]
-            result = self.store.apply(entry.index, body["Time"], actions)
+            result = self.store.apply(entry.index, body["Time"], actions, owned=True)
         except StoreError as exc:
             self.store.index = entry.index
             if waiter and not waiter.future.done():
@@ -311,5 +406,7 @@ class RaftNode:
         index = self.core.applied
         data = msgpack.packb(self.store.snapshot(), use_bin_type=True)
         snap = self.core.create_snapshot(index, data)
+        # Always in a thread: a snapshot file can be large, and this is rare. `_in_ready` is set
+        # meanwhile, so no other write touches the WAL at the same time.
         await asyncio.to_thread(self.storage.save_snapshot, snap)
         self.core.compact()

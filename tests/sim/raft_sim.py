@@ -67,6 +67,9 @@ class SimParams:
     wire_fraction: float = 0.25  # share of messages sent through to_wire/msgpack/from_wire
     corrupt_fraction: float = 0.01  # share of those garbled on the wire (must be rejected)
     send_before_persist: bool = False  # deliberately break the durability contract
+    # As manager/raft/node.py does: a Ready marked send_first (a leader's, no new term or vote)
+    # is sent before it is persisted, and a crash may come in between.
+    honour_send_first: bool = True
     max_members: int = 7
     vary: bool = True  # let the seed pick batching, pipelining, timing and fault rates
 
@@ -156,7 +159,7 @@ class Sim:
         self.acked: dict[int, bytes] = {}
         self.reads: dict[bytes, tuple[str, int]] = {}  # ctx -> (node, max applied when issued)
         self.reads_done = 0
-        self.stats = {"elections": 0, "snap_installs": 0, "crashes": 0, "conf_changes": 0, "reads": 0,
+        self.stats = {"elections": 0, "snap_installs": 0, "crashes": 0, "conf_changes": 0, "reads": 0, "sent_first": 0,
                       "transfers": 0, "commits": 0, "wire_rejects": 0, "timeout_now": 0}
 
         ids = [self._new_id() for _ in range(self.p.nodes)]
@@ -320,17 +323,19 @@ class Sim:
         self.trace = zlib.crc32(f"R{self.now}{node.id}{len(rd.messages)}{len(rd.entries)}"
                                 f"{len(rd.committed_entries)}".encode(), self.trace)
         self._check_new_entries(node, rd.entries, rd.snapshot)
-        if self.p.send_before_persist:
+        early = self.p.send_before_persist or (self.p.honour_send_first and rd.send_first)
+        if early:
+            self.stats["sent_first"] += bool(rd.messages)
             for m in rd.messages:
                 self._send(m)
-            if self.chaos and self.p.crash and self.rng.random() < 0.02:
-                self._crash(node)
+            if self.chaos and self.p.crash and self.rng.random() < (0.02 if self.p.send_before_persist else 0.004):
+                self._crash(node)  # sent, but died before the fsync completed
                 return
         elif self.chaos and self.p.crash and self.rng.random() < 0.004:
             self._crash(node)  # before the fsync completed: this Ready is lost
             return
         node.storage.save(rd.hard_state, rd.entries, rd.snapshot)
-        if not self.p.send_before_persist:
+        if not early:
             if self.chaos and self.p.crash and self.rng.random() < 0.004:
                 self._crash(node)  # persisted, but died before sending
                 return

@@ -43,7 +43,7 @@ def test_three_nodes_many_seeds():
     total = _run_many(range(0, 300), 3)
     # the faults and features were really exercised, not just configured
     for key in ("elections", "snap_installs", "crashes", "reads", "timeout_now", "wire_rejects",
-                "conf_add_learner", "conf_remove"):
+                "conf_add_learner", "conf_remove", "sent_first"):
         assert total[key] > 10, (key, total)
     assert total["conf_add_voter"] > 300 * 3  # promotions on top of the founding voters
 

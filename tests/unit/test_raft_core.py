@@ -465,3 +465,39 @@ def test_in_process_throughput_with_batching():
     rate = applied / (time.perf_counter() - start)
     assert applied == total
     assert rate > 12_000, f"{rate:.0f} committed proposals/s"
+
+
+def test_send_first_only_for_a_leader_without_new_term_or_vote():
+    net = Net(["a", "b", "c"])
+    a = net.nodes["a"]
+    a.campaign()  # pre-vote, then the vote: these must be durable before they are sent
+    rd = a.ready()
+    assert not rd.send_first
+    a.advance(rd)
+    for m in rd.messages:
+        net.nodes[m.to].step(m)
+    net.pump()
+    assert a.role is Role.LEADER
+    a.propose(b"x")
+    rd = a.ready()
+    assert rd.send_first and rd.entries and {m.type for m in rd.messages} == {MsgType.APP}
+    a.advance(rd)
+    b = net.nodes["b"]
+    for m in rd.messages:
+        if m.to == "b":
+            b.step(m)
+    rd = b.ready()  # a follower's acknowledgement promises what it persists
+    assert not rd.send_first and rd.messages[0].type is MsgType.APP_RESP
+
+
+def test_report_connected_sends_a_heartbeat_at_once():
+    net = Net(["a", "b", "c"])
+    a = net.elect("a")
+    net.pump()
+    a.report_connected("b")
+    rd = a.ready()
+    assert [(m.type, m.to) for m in rd.messages] == [(MsgType.HEARTBEAT, "b")]
+    a.advance(rd)
+    b = net.nodes["b"]
+    b.report_connected("a")  # only a leader does something
+    assert not b.has_ready()

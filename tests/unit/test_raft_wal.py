@@ -304,3 +304,46 @@ def test_disk_matches_memory_storage(tmp_path_factory, batches, segment_bytes):
     assert got.snapshot == want.snapshot
     assert got.entries == want.entries
     assert got.hard_state == want.hard_state
+
+
+def test_record_decoding_fast_path_agrees_with_the_checks():
+    """Well-formed records take a whole-column path; anything odd falls back to the per-entry
+    checks, which accept or refuse exactly as before."""
+    import msgpack
+    from manager.raft.storage import wal as walmod
+
+    good = [[1, 5, 0, b"a"], [2, 6, 1, b"bb"], [2, 7, 0, b""]]
+    rec = walmod.decode_payload(msgpack.packb([None, good, None]))
+    assert rec.entries == [Entry(1, 5, 0, b"a"), Entry(2, 6, 1, b"bb"), Entry(2, 7, 0, b"")]
+    assert walmod._entries_fast(good) is not None
+    odd = [[1, 5, True, b"a"]]  # a bool entry type: the slow path's rule decides (accepted)
+    assert walmod._entries_fast(odd) is None
+    assert walmod.decode_payload(msgpack.packb([None, odd, None])).entries == [Entry(1, 5, True, b"a")]
+    for bad, why in (([[1, 5, 0, b"a"], [1, 7, 0, b"b"]], "not contiguous"),
+                     ([[1, 5, 0, "text"]], "expected [term, index, type, data]"),
+                     ([[1, 5, 9, b"a"]], "expected [term, index, type, data]"),
+                     ([[-1, 5, 0, b"a"]], "expected [term, index, type, data]"),
+                     ([[1, 5, 0]], "expected [term, index, type, data]")):
+        assert walmod._entries_fast(bad) is None
+        with pytest.raises(ValueError, match=why.replace("[", r"\[").replace("]", r"\]")):
+            walmod.decode_payload(msgpack.packb([None, bad, None]))
+
+
+def test_old_segments_are_released_with_the_default_segment_size(tmp_path):
+    """A restart replays at most about a segment past the last snapshot."""
+    from manager.raft.storage.wal import SEGMENT_BYTES
+    d = str(tmp_path / "raft")
+    st = DiskStorage(d, sync=False)
+    st.bootstrap(initial_state(["a"]))
+    big = SEGMENT_BYTES // 4
+    index = 2
+    for _ in range(9):
+        st.save(None, [Entry(1, index, 0, b"x" * big)], sync=False)
+        index += 1
+    assert st.wal.segment_count() >= 2
+    st.save_snapshot(Snapshot(index - 1, 1, ConfState(("a",)), b"state"))
+    assert st.wal.segment_count() == 1
+    st.close()
+    st = DiskStorage(d, sync=False)
+    assert st.state.snapshot.index == index - 1 and st.state.entries == []
+    st.close()

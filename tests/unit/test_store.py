@@ -66,3 +66,27 @@ def test_bad_action_from_peer_is_named():
         Action.from_wire({"Op": "explode", "Kind": "task"})
     with pytest.raises(DecodeError, match="action.Object.Spec.Name: must be a string"):
         Action.from_wire({"Op": "create", "Kind": "service", "Object": {"ID": "x", "Spec": {"Name": 3}}})
+
+
+def test_owned_objects_are_kept_others_copied():
+    st = Store()
+    mine, theirs = svc("a", "s1"), svc("b", "s2")
+    st.apply(1, "t", [Action("create", "service", mine)], owned=True)
+    st.apply(2, "t", [Action("create", "service", theirs)])
+    assert st.get("service", "s1") is mine
+    assert st.get("service", "s2") is not theirs and st.get("service", "s2").spec == theirs.spec
+    theirs.spec.name = "changed"  # the caller's object stays the caller's
+    assert st.get("service", "s2").spec.name == "b"
+
+
+def test_task_operations_leave_the_stored_version_untouched():
+    st = Store()
+    st.apply(1, "t", [Action("create", "task", Task(id="t1", labels={"k": "v"}))])
+    before = st.get("task", "t1")
+    st.apply(2, "t2", [Action("task_status", "task", TaskStatus(state="running"), "t1")])
+    st.apply(3, "t3", [Action("task_desired", "task", "shutdown", "t1")])
+    after = st.get("task", "t1")
+    assert after is not before
+    assert (before.version.index, before.status.state, before.desired_state, before.updated_at) == (1, "new", "running", "t")
+    assert (after.version.index, after.status.state, after.desired_state) == (3, "running", "shutdown")
+    assert after.labels == {"k": "v"}

@@ -19,14 +19,14 @@ from ..core import PersistedState
 from ..messages import Entry, HardState, Snapshot
 from .memory import StorageError, StoredLog
 from .snapshot import SnapshotError, SnapshotStore
-from .wal import PLAINTEXT, WAL, OpenReport, SnapshotRef, WALError, fsync_dir
+from .wal import PLAINTEXT, SEGMENT_BYTES, WAL, OpenReport, SnapshotRef, WALError, fsync_dir
 
 REKEY_NEW = ".rekey-new"
 REKEY_OLD = ".rekey-old"
 
 
 class DiskStorage:
-    def __init__(self, directory: str, segment_bytes: int = 64 << 20, sync: bool = True,
+    def __init__(self, directory: str, segment_bytes: int = SEGMENT_BYTES, sync: bool = True,
                  crypter: Crypter = PLAINTEXT):
         """Open (or create) the storage and replay it; the result is in `self.state`."""
         self.dir = directory
