@@ -68,6 +68,17 @@ def object_bodies(plan: DeployPlan) -> ObjectData:
     return out
 
 
+def registry_digest(c: Client):
+    """Docker's GET /distribution/{name}/json through the daemon (with its login): the digest a
+    tag points at now, or None when the registry cannot say."""
+    def ask(image: str) -> str | None:
+        try:
+            return c.get(f"/distribution/{image}/json")["Descriptor"]["Digest"]
+        except (CLIError, KeyError, TypeError):
+            return None
+    return ask
+
+
 def preview(c: Client, plan: DeployPlan) -> list[dict]:
     """POST /services/placement for the services the plan creates or updates, in plan order:
     per service, the new tasks per node, the reasons for those that cannot be placed, and any

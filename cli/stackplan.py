@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from api import codec
 from api.objects import ServiceSpec
@@ -81,6 +81,36 @@ def plan_deploy(desired: StackPlan, current: Current, stack: str, prune: bool = 
             for obj in sorted(have, key=_name):
                 if _name(obj) not in wanted and _owned(obj, stack):
                     plan.steps.append(Step("remove", kind, _name(obj), current=obj))
+    return plan
+
+
+def with_moved_tags(plan: DeployPlan, current: Current, desired: StackPlan,
+                    registry_digest: Callable[[str], str | None]) -> DeployPlan:
+    """`--resolve-image always`: a service the files leave unchanged is still updated when its
+    tag now points at other bits in the registry (Docker's deploy re-resolves every service).
+    Only services pinned to a registry digest are asked about: an image no registry gave (imported
+    here) has nothing to move. `registry_digest(tag)` is the registry's answer, or None."""
+    by_name = {_name(s): s for s in current.services}
+    specs = {s["Name"]: s for s in desired.services}
+    still: list[str] = []
+    for name in plan.unchanged:
+        svc, spec = by_name.get(name), specs.get(name)
+        pinned = ((svc or {}).get("Spec", {}).get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image", ""))
+        wanted = ((spec or {}).get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image", ""))
+        if svc is None or spec is None or "@" not in pinned or "@" in wanted:
+            still.append(name)
+            continue
+        digest = registry_digest(wanted)
+        old_digest = pinned.split("@", 1)[1]
+        if digest is None or digest == old_digest:
+            still.append(name)
+            continue
+        moved = f"{pinned.split('@', 1)[0]}@{digest}"
+        plan.steps.append(Step("update", "service", name, spec=spec, current=svc,
+                               changes=(Change("TaskTemplate.ContainerSpec.Image", pinned, moved),)))
+    plan.unchanged = still
+    # updates before removals, as plan_deploy orders them
+    plan.steps.sort(key=lambda st: st.op == "remove")
     return plan
 
 

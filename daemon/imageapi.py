@@ -144,11 +144,30 @@ class ImageAPI:
             web.post("/images/load", self.image_load),
             web.post("/images/prune", self.image_prune),
             web.post("/auth", self.login),
+            web.get("/distribution/{name:.+}/json", self.distribution_inspect),
             web.get("/images/{name:.+}/json", self.image_inspect),
             web.post("/images/{name:.+}/push", self.image_push),
             web.post("/images/{name:.+}/tag", self.image_tag),
             web.delete("/images/{name:.+}", self.image_remove),
         ]
+
+    async def distribution_inspect(self, request: web.Request) -> web.Response:
+        """Docker's GET /distribution/{name}/json: what the registry holds for a tag now (the
+        digest `--resolve-image` pins), asked with this node's login or the X-Registry-Auth
+        header. Nothing is pulled or stored."""
+        from daemon.serviceimages import NodeImages
+        from manager import pullauth
+        name = request.match_info["name"]
+        try:
+            auth = pullauth.parse_registry_auth(request.headers.get("X-Registry-Auth", ""))
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from None
+        source = NodeImages(self.images, self.state_dir)
+        try:
+            digest = await source.registry_digest(name, auth or source.stored_auth(name))
+        except LookupError as exc:
+            raise APIError(404, f"{name}: {exc}") from None
+        return web.json_response({"Descriptor": {"Digest": digest}})
 
     def _client(self, override: dict[str, Credentials] | None = None) -> RegistryClient:
         try:

@@ -46,7 +46,10 @@ def deploy(ctx: typer.Context,
         typer.echo(w, err=True)
     c = client(ctx)
     # One plan for both: the dry run prints exactly the steps the deploy carries out.
-    changes = stackplan.plan_deploy(plan, stackapply.current_state(c, stack), stack, prune)
+    current = stackapply.current_state(c, stack)
+    changes = stackplan.plan_deploy(plan, current, stack, prune)
+    if resolve_image == "always":
+        changes = stackplan.with_moved_tags(changes, current, plan, stackapply.registry_digest(c))
     objects = stackapply.object_bodies(changes)
     previews = stackapply.preview(c, changes)  # also the daemon's verdict on every spec
     errors = stackapply.refusals(changes, objects, previews)

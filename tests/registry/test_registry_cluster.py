@@ -105,6 +105,22 @@ def test_a_worker_pulls_an_image_only_the_registry_has(tmp_path, registry, layer
     m1.cli("stack", "deploy", "--resolve-image", "never", "-c", "-", "loose", input=compose)
     assert image_of(m1, "loose_web") == f"{name}:1"
 
+    # The tag moves in the registry: `changed` keeps the pin (the file did not change); the
+    # default (always) asks the registry again, shows the move in --dry-run and updates to it.
+    layout = tmp_path / "layout-moved"
+    moved = build_image(layout, layers, cmd=["sleep", "3601"])
+    write_index(layout, [manifest_entry(moved, "1")])
+    skopeo(tmp_path, "copy", "--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{name}:1")
+    assert moved.manifest_digest != built.manifest_digest
+    out = m1.cli("stack", "deploy", "--resolve-image", "changed", "-c", "-", "pinned", input=compose).stdout
+    assert "up to date" in out and image_of(m1, "pinned_web") == f"{name}:1@{built.manifest_digest}"
+    dry = m1.cli("stack", "deploy", "--dry-run", "-c", "-", "pinned", input=compose).stdout
+    assert "~ service pinned_web: TaskTemplate.ContainerSpec.Image" in dry and moved.manifest_digest in dry, dry
+    assert image_of(m1, "pinned_web") == f"{name}:1@{built.manifest_digest}", "a dry run changes nothing"
+    m1.cli("stack", "deploy", "-c", "-", "pinned", input=compose)
+    assert image_of(m1, "pinned_web") == f"{name}:1@{moved.manifest_digest}"
+    assert "up to date" in m1.cli("stack", "deploy", "-c", "-", "pinned", input=compose).stdout
+
     # Nothing in any registry: created unpinned with Docker's warning; the worker's pull is
     # refused and the task rejected with the registry's reason (and retried per restart policy).
     out = m1.cli("service", "create", "--name", "ghost", *on_worker, "--detach", f"{registry.host}/demo/nothing:1")

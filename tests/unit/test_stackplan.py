@@ -174,3 +174,30 @@ def test_placement_lines():
     assert render_placement({"Name": "s_y", "NewTasks": 0, "Nodes": [], "Unplaced": []}) == "s_y: no new tasks"
     assert render_placement({"Name": "s_z", "Error": "TaskTemplate.ContainerSpec.Image: no such image"}) \
         == "s_z: cannot be deployed: TaskTemplate.ContainerSpec.Image: no such image"
+
+
+def test_resolve_image_always_updates_a_service_whose_tag_moved():
+    from cli.stackplan import with_moved_tags
+    old, new = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    app = web(Name="s_app", TaskTemplate__ContainerSpec__Image="reg.io/app:1")
+    local = web(Name="s_web")  # busybox imported here: pinned to no digest, nothing to ask
+    current = Current(services=[stored(app, "id2", f"reg.io/app:1@{old}"), stored(local, "id1", "busybox:latest")],
+                      networks=[{"Name": "s_default", "Id": "n1", "Labels": {NAMESPACE_LABEL: "s"}}])
+    asked = []
+
+    def registry(image):
+        asked.append(image)
+        return new
+    plan = plan_deploy(desired(app, local), current, "s")
+    assert plan.steps == [] and sorted(plan.unchanged) == ["s_app", "s_web"]
+    plan = with_moved_tags(plan, current, desired(app, local), registry)
+    assert asked == ["reg.io/app:1"] and plan.unchanged == ["s_web"]
+    (step,) = plan.steps
+    assert (step.op, step.name, step.current["ID"]) == ("update", "s_app", "id2")
+    assert render_steps(plan) == [f'~ service s_app: TaskTemplate.ContainerSpec.Image: "reg.io/app:1@{old}" -> '
+                                  f'"reg.io/app:1@{new}"']
+    # the registry unreachable, or the tag where it was: unchanged
+    plan = with_moved_tags(plan_deploy(desired(app, local), current, "s"), current, desired(app, local), lambda i: None)
+    assert plan.steps == []
+    plan = with_moved_tags(plan_deploy(desired(app, local), current, "s"), current, desired(app, local), lambda i: old)
+    assert plan.steps == []
