@@ -134,6 +134,15 @@ def service_names(s: Service) -> list[str]:
     return [s.spec.name]
 
 
+def labels_match(labels: dict[str, str], filters: dict[str, list[str]]) -> bool:
+    """Docker's `label` filter: every `key` present, every `key=value` equal."""
+    for label in filters.get("label", []):
+        key, sep, value = label.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
+
+
 def parse_filters(request: web.Request) -> dict[str, list[str]]:
     raw = request.query.get("filters")
     if not raw:
@@ -706,8 +715,4 @@ def _match_service(s: Service, filters: dict[str, list[str]]) -> bool:
         return False
     if "id" in filters and not any(s.id.startswith(i) for i in filters["id"]):
         return False
-    for label in filters.get("label", []):
-        key, _, value = label.partition("=")
-        if key not in s.spec.labels or (value and s.spec.labels[key] != value):
-            return False
-    return True
+    return labels_match(s.spec.labels, filters)

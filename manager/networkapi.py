@@ -13,7 +13,7 @@ from api import codec
 from api.ids import new_id
 from api.objects import Network, NetworkSpec
 from manager import allocator
-from manager.controlapi import APIError, find_one, parse_filters, read_json
+from manager.controlapi import APIError, find_one, labels_match, parse_filters, read_json
 from manager.manager import Manager
 from manager.store import Action, StoreError
 
@@ -77,11 +77,7 @@ def _match(net: Network, filters: dict[str, list[str]]) -> bool:
         return False
     if "type" in filters and "custom" not in filters["type"]:
         return False
-    for label in filters.get("label", []):
-        key, sep, value = label.partition("=")
-        if key not in net.spec.labels or (sep and net.spec.labels[key] != value):
-            return False
-    return True
+    return labels_match(net.spec.labels, filters)
 
 
 class NetworkAPI:

@@ -20,7 +20,7 @@ from api import codec
 from api.ids import new_id
 from api.objects import Config, ConfigSpec, Secret, SecretSpec
 from manager import secretbox
-from manager.controlapi import APIError, find_one, parse_filters, read_json
+from manager.controlapi import APIError, find_one, labels_match, parse_filters, read_json
 from manager.manager import Manager
 from manager.store import Action, StoreError
 
@@ -91,11 +91,7 @@ def _match(obj: Any, filters: dict[str, list[str]]) -> bool:
         return False
     if "id" in filters and not any(obj.id.startswith(f) for f in filters["id"]):
         return False
-    for label in filters.get("label", []):
-        key, sep, value = label.partition("=")
-        if key not in obj.spec.labels or (sep and obj.spec.labels[key] != value):
-            return False
-    return True
+    return labels_match(obj.spec.labels, filters)
 
 
 class FileObjectAPI:

@@ -1,13 +1,12 @@
 """`shoal network ...`: swarm-scoped overlay networks, as `docker network` manages them."""
 from __future__ import annotations
 
-import json
 from typing import List, Optional
 
 import typer
 
 from cli.client import CLIError
-from cli.commands.common import client, remove_each, kv_list
+from cli.commands.common import client, filters_param, kv_list, remove_each
 from cli.output import print_json, table
 
 app = typer.Typer(help="Manage overlay networks.", no_args_is_help=True)
@@ -60,14 +59,7 @@ def ls(ctx: typer.Context, quiet: bool = typer.Option(False, "--quiet", "-q", he
        no_trunc: bool = typer.Option(False, "--no-trunc", help="Do not truncate the output."),
        filter_: List[str] = typer.Option([], "--filter", "-f", help="Filter KEY=VALUE (name, id, label, driver).")) -> None:
     """List networks."""
-    filters: dict[str, list[str]] = {}
-    for f in filter_:
-        key, sep, value = f.partition("=")
-        if not sep or not key:
-            raise CLIError(f"--filter: {f!r} must be KEY=VALUE", 2)
-        filters.setdefault(key, []).append(value)
-    params = {"filters": json.dumps(filters)} if filters else None
-    nets = client(ctx).get("/networks", params=params)
+    nets = client(ctx).get("/networks", params=filters_param(filter_))
     if quiet:
         for n in nets:
             typer.echo(n["Id"] if no_trunc else n["Id"][:12])

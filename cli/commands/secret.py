@@ -5,14 +5,13 @@ a config's is (inspect --pretty prints it as text)."""
 from __future__ import annotations
 
 import base64
-import json
 import sys
 from typing import List
 
 import typer
 
 from cli.client import CLIError
-from cli.commands.common import client, kv_list, remove_each
+from cli.commands.common import client, filters_param, kv_list, remove_each
 from cli.output import ago, print_json, table
 
 MAX_SIZE = 500 * 1024
@@ -35,16 +34,6 @@ def read_data(path: str, kind: str) -> bytes:
     return data
 
 
-def _filters(items: list[str]) -> dict | None:
-    filters: dict[str, list[str]] = {}
-    for f in items:
-        key, sep, value = f.partition("=")
-        if not sep or not key:
-            raise CLIError(f"--filter: {f!r} must be KEY=VALUE", 2)
-        filters.setdefault(key, []).append(value)
-    return {"filters": json.dumps(filters)} if filters else None
-
-
 def make_app(kind: str) -> typer.Typer:
     plural = kind + "s"
     app = typer.Typer(help=f"Manage {plural}.", no_args_is_help=True)
@@ -61,7 +50,7 @@ def make_app(kind: str) -> typer.Typer:
     @app.command("ls")
     def ls(ctx: typer.Context, quiet: bool = typer.Option(False, "--quiet", "-q", help="Only display IDs."),
            filter_: List[str] = typer.Option([], "--filter", "-f", help="Filter KEY=VALUE (id, name, label).")) -> None:
-        objs = client(ctx).get(f"/{plural}", params=_filters(filter_))
+        objs = client(ctx).get(f"/{plural}", params=filters_param(filter_))
         if quiet:
             for o in objs:
                 typer.echo(o["ID"])

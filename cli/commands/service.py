@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from cli.client import CLIError, Client
-from cli.commands.common import client, remove_each
+from cli.commands.common import client, filters_param, remove_each
 from cli.output import ago, print_json, table
 from cli.runopts import RunFlags, RunUpdateFlags, apply_create, apply_update as apply_run_update
 from cli.registryflags import RESOLVE_IMAGE_HELP, WITH_REGISTRY_AUTH_HELP, echo_warnings, registry_params
@@ -329,16 +329,7 @@ def ls(ctx: typer.Context, quiet: bool = typer.Option(False, "--quiet", "-q", he
        filter_: List[str] = typer.Option([], "--filter", "-f", help="Filter, e.g. name=web or label=k=v.")) -> None:
     """List services."""
     c = client(ctx)
-    params = {}
-    if filter_:
-        f: dict[str, list[str]] = {}
-        for item in filter_:
-            k, sep, v = item.partition("=")
-            if not sep:
-                raise CLIError(f"--filter: {item!r} must be KEY=VALUE", 2)
-            f.setdefault(k, []).append(v)
-        params["filters"] = json.dumps(f)
-    services = c.get("/services", params=params)
+    services = c.get("/services", params=filters_param(filter_))
     if quiet:
         for s in services:
             typer.echo(s["ID"])
