@@ -230,7 +230,8 @@ class Dispatcher:
         window to reconnect before it is marked down, so a manager restart moves no task."""
         now = time.monotonic()
         for node in self.store.list("node"):
-            self.last_heartbeat.setdefault(node.id, now)
+            # also over a heartbeat this manager heard in an earlier term: that says nothing now
+            self.last_heartbeat[node.id] = now
 
     async def monitor(self) -> None:
         """Marks nodes down when they stop sending heartbeats (or their session closed and

@@ -97,7 +97,10 @@ class RemoteSession:
             backoff = min(backoff * 2, 2.0)
 
     async def _connect_once(self, addr: str) -> None:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        # A manager that does not answer within a heartbeat or so is down or cut off: try the
+        # next one soon, well inside the window after which the leader marks this node down.
+        connect_s = min(5.0, max(1.0, 1.5 * self.heartbeat_period))
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect_s, sock_connect=connect_s)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             try:
                 ws = await http.ws_connect(f"https://{addr}/session", ssl=self.ssl_context(), heartbeat=None,
