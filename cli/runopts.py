@@ -13,6 +13,7 @@ from typing import Optional
 from api.logdriver import log_settings
 from api.objects import Driver
 from api.sysctls import check_sysctl
+from cli.serviceopts import set_or_drop
 
 _DOMAIN = re.compile(r"^\.?([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.?$")
 
@@ -129,11 +130,11 @@ def apply_create(spec: dict, f: RunFlags) -> dict:
     """spec (from serviceopts.build_spec) with the flags set."""
     task = spec.setdefault("TaskTemplate", {})
     cs = task.setdefault("ContainerSpec", {})
-    _put(cs, "Sysctls", dict(parse_sysctl(s, "--sysctl") for s in f.sysctl))
-    _put(cs, "Hosts", [f"{ip} {host}" for host, ip in (parse_host(h, "--host") for h in f.host)])
-    _put(cs, "DNSConfig", _dns({}, f.dns, [], f.dns_search, [], f.dns_option, [], ""))
+    set_or_drop(cs, "Sysctls", dict(parse_sysctl(s, "--sysctl") for s in f.sysctl))
+    set_or_drop(cs, "Hosts", [f"{ip} {host}" for host, ip in (parse_host(h, "--host") for h in f.host)])
+    set_or_drop(cs, "DNSConfig", _dns({}, f.dns, [], f.dns_search, [], f.dns_option, [], ""))
     if f.isolation is not None:
-        _put(cs, "Isolation", check_isolation(f.isolation))
+        set_or_drop(cs, "Isolation", check_isolation(f.isolation))
     if f.log_driver is not None or f.log_opt:
         task["LogDriver"] = log_driver(f.log_driver or "json-file", f.log_opt)
     return spec
@@ -146,14 +147,14 @@ def apply_update(spec: dict, f: RunUpdateFlags) -> dict:
     if f.sysctl_add or f.sysctl_rm:
         sysctls = {k: v for k, v in (cs.get("Sysctls") or {}).items() if k not in set(f.sysctl_rm)}
         sysctls.update(parse_sysctl(s, "--sysctl-add") for s in f.sysctl_add)
-        _put(cs, "Sysctls", sysctls)
+        set_or_drop(cs, "Sysctls", sysctls)
     if f.host_add or f.host_rm:
-        _put(cs, "Hosts", update_hosts(list(cs.get("Hosts") or []), f.host_add, f.host_rm))
+        set_or_drop(cs, "Hosts", update_hosts(list(cs.get("Hosts") or []), f.host_add, f.host_rm))
     if any((f.dns_add, f.dns_rm, f.dns_search_add, f.dns_search_rm, f.dns_option_add, f.dns_option_rm)):
-        _put(cs, "DNSConfig", _dns(cs.get("DNSConfig") or {}, f.dns_add, f.dns_rm, f.dns_search_add,
+        set_or_drop(cs, "DNSConfig", _dns(cs.get("DNSConfig") or {}, f.dns_add, f.dns_rm, f.dns_search_add,
                                    f.dns_search_rm, f.dns_option_add, f.dns_option_rm, "-add"))
     if f.isolation is not None:
-        _put(cs, "Isolation", check_isolation(f.isolation))
+        set_or_drop(cs, "Isolation", check_isolation(f.isolation))
     if f.log_driver is not None:
         # a new driver starts from its own options, as in Docker
         task["LogDriver"] = log_driver(f.log_driver or "json-file", f.log_opt)
@@ -200,13 +201,5 @@ def _dns(current: dict, servers: list[str], servers_rm: list[str], search: list[
             v = check(v, flag + suffix)
             if v not in values:
                 values.append(v)
-        _put(out, key, values)
+        set_or_drop(out, key, values)
     return out
-
-
-def _put(obj: dict, key: str, value) -> None:
-    """Set, or drop the key for an empty value (as the API's omitempty would)."""
-    if value in (None, "", [], {}):
-        obj.pop(key, None)
-    else:
-        obj[key] = value

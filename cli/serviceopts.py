@@ -490,9 +490,9 @@ def apply_update(spec: dict, o: UpdateOptions) -> dict:
             raise ValueError("--image: must not be empty")
         cs["Image"] = o.image
     if o.args is not None:
-        _set_or_drop(cs, "Args", shlex.split(o.args))
+        set_or_drop(cs, "Args", shlex.split(o.args))
     if o.entrypoint is not None:
-        _set_or_drop(cs, "Command", shlex.split(o.entrypoint))
+        set_or_drop(cs, "Command", shlex.split(o.entrypoint))
     if o.env_add or o.env_rm:
         for e in o.env_add:
             if not e or e.startswith("=") or "=" not in e:
@@ -501,28 +501,28 @@ def apply_update(spec: dict, o: UpdateOptions) -> dict:
         for e in o.env_add:
             key = e.split("=", 1)[0]
             env = [x for x in env if x.split("=", 1)[0] != key] + [e]
-        _set_or_drop(cs, "Env", env)
+        set_or_drop(cs, "Env", env)
     if o.label_add or o.label_rm:
-        _set_or_drop(spec, "Labels", _kv_update(spec.get("Labels", {}), o.label_add, o.label_rm, "--label-add"))
+        set_or_drop(spec, "Labels", _kv_update(spec.get("Labels", {}), o.label_add, o.label_rm, "--label-add"))
     if o.container_label_add or o.container_label_rm:
-        _set_or_drop(cs, "Labels", _kv_update(cs.get("Labels", {}), o.container_label_add, o.container_label_rm,
+        set_or_drop(cs, "Labels", _kv_update(cs.get("Labels", {}), o.container_label_add, o.container_label_rm,
                                               "--container-label-add"))
     if o.workdir is not None:
-        _set_or_drop(cs, "Dir", o.workdir)
+        set_or_drop(cs, "Dir", o.workdir)
     if o.user is not None:
-        _set_or_drop(cs, "User", o.user)
+        set_or_drop(cs, "User", o.user)
     if o.group_add or o.group_rm:
         groups = [g for g in cs.get("Groups", []) if g not in set(o.group_rm)]
         for group in o.group_add:
             if parse_group(group, "--group-add") not in groups:
                 groups.append(group)
-        _set_or_drop(cs, "Groups", groups)
+        set_or_drop(cs, "Groups", groups)
     if o.init is not None:
         cs["Init"] = o.init  # --no-init stores false, as Docker's --init=false
     if o.stop_grace_period is not None:
         cs["StopGracePeriod"] = parse_duration(o.stop_grace_period, "--stop-grace-period")
     if o.stop_signal is not None:
-        _set_or_drop(cs, "StopSignal", o.stop_signal)
+        set_or_drop(cs, "StopSignal", o.stop_signal)
     for kind, add, rm in (("secret", o.secret_add, o.secret_rm), ("config", o.config_add, o.config_rm)):
         if add or rm:
             key, name_key, id_key = f"{kind.capitalize()}s", f"{kind.capitalize()}Name", f"{kind.capitalize()}ID"
@@ -530,7 +530,7 @@ def apply_update(spec: dict, o: UpdateOptions) -> dict:
             for text in add:
                 new = parse_file_ref(text, kind, f"--{kind}-add")
                 refs = [r for r in refs if r.get(name_key) != new[name_key]] + [new]
-            _set_or_drop(cs, key, refs)
+            set_or_drop(cs, key, refs)
     resources = task.get("Resources") or {}
     limits, reservations = dict(resources.get("Limits") or {}), dict(resources.get("Reservations") or {})
     if o.limit_memory is not None:
@@ -546,13 +546,13 @@ def apply_update(spec: dict, o: UpdateOptions) -> dict:
     if o.reserve_cpu is not None:
         reservations["NanoCPUs"] = parse_cpus(o.reserve_cpu, "--reserve-cpu")
     new_resources = {k: v for k, v in (("Limits", limits), ("Reservations", reservations)) if v}
-    _set_or_drop(task, "Resources", new_resources)
+    set_or_drop(task, "Resources", new_resources)
     if o.constraint_add or o.constraint_rm:
         placement = dict(task.get("Placement") or {})
         constraints = [c for c in placement.get("Constraints", []) if c not in set(o.constraint_rm)]
         constraints += [c for c in o.constraint_add if c not in constraints]
-        _set_or_drop(placement, "Constraints", constraints)
-        _set_or_drop(task, "Placement", placement)
+        set_or_drop(placement, "Constraints", constraints)
+        set_or_drop(task, "Placement", placement)
     restart = dict(task.get("RestartPolicy") or {})
     if o.restart_condition is not None:
         if o.restart_condition not in ("none", "on-failure", "any"):
@@ -566,7 +566,7 @@ def apply_update(spec: dict, o: UpdateOptions) -> dict:
         restart["MaxAttempts"] = o.restart_max_attempts
     if o.restart_window is not None:
         restart["Window"] = parse_duration(o.restart_window, "--restart-window")
-    _set_or_drop(task, "RestartPolicy", restart)
+    set_or_drop(task, "RestartPolicy", restart)
     mode = spec.setdefault("Mode", {})
     if o.replicas is not None:
         if o.replicas < 0:
@@ -592,7 +592,8 @@ def apply_update(spec: dict, o: UpdateOptions) -> dict:
     return spec
 
 
-def _set_or_drop(obj: dict, key: str, value) -> None:
+def set_or_drop(obj: dict, key: str, value) -> None:
+    """Set, or drop the key for an empty value (as the API's omitempty would)."""
     if value in (None, "", [], {}):
         obj.pop(key, None)
     else:

@@ -104,6 +104,23 @@ def open_root(cgroup_parent):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def engine_runtime(tmp_path, cgroup_parent):
+    """engine_runtime("shoal"|"runc"|"crun") -> a Runtime on that engine; all cleaned up."""
+    from worker.runtime import Runtime
+    made = []
+
+    def make(engine: str):
+        rt = Runtime(tmp_path / f"state-{engine}", cgroup_parent=cgroup_parent, engine=engine)
+        made.append((rt.root, engine))
+        return rt
+    try:
+        yield make
+    finally:
+        for root, engine in made:
+            cleanup_root(root, cgroup_parent, engine)
+
+
 def cleanup_root(root: Path, cgroup_parent: str, engine: str = "shoal") -> None:
     """Delete every container under root, stop its supervisor, unmount and remove it all."""
     from worker.runtime import Runtime

@@ -14,7 +14,7 @@ import pytest
 from worker.runtime import ContainerConfig, Runtime
 from worker.runtime.spec import build_spec, hosts_file
 
-from .conftest import IS_ROOT, cfg, cleanup_root, facts, log_lines
+from .conftest import IS_ROOT, cfg, facts, log_lines
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
 
@@ -49,21 +49,6 @@ def make_bundle(directory: Path, rootfs: Path, args: list[str], **kw) -> Path:
     del spec["linux"]["cgroupsPath"]  # each container: /<cgroup parent>/<id>
     (directory / "config.json").write_text(json.dumps(spec))
     return directory
-
-
-@pytest.fixture
-def engine_runtime(tmp_path, cgroup_parent):
-    made = []
-
-    def make(engine: str) -> Runtime:
-        rt = Runtime(tmp_path / f"state-{engine}", cgroup_parent=cgroup_parent, engine=engine)
-        made.append((rt.root, engine))
-        return rt
-    try:
-        yield make
-    finally:
-        for root, engine in made:
-            cleanup_root(root, cgroup_parent, engine)
 
 
 def run_bundle(rt: Runtime, bundle: Path):

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.runtime import Runtime
-
-from .conftest import IS_ROOT, cfg, cleanup_root, facts, run
+from .conftest import IS_ROOT, cfg, facts, run
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
 
@@ -28,21 +26,6 @@ def etc_layer(tmp_path) -> Path:
     (layer / "etc" / "passwd").write_text(PASSWD)
     (layer / "etc" / "group").write_text(GROUP)
     return layer
-
-
-@pytest.fixture
-def engine_runtime(tmp_path, cgroup_parent):
-    made = []
-
-    def make(engine: str) -> Runtime:
-        rt = Runtime(tmp_path / f"state-{engine}", cgroup_parent=cgroup_parent, engine=engine)
-        made.append((rt.root, engine))
-        return rt
-    try:
-        yield make
-    finally:
-        for root, engine in made:
-            cleanup_root(root, cgroup_parent, engine)
 
 
 def config(busybox, layer: Path, args: list[str], **kw):
